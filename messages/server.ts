@@ -1,0 +1,141 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { codes, TroupeError } from './errors.ts';
+
+/** Where a nats-server binary is looked for when `TROUPE_NATS_SERVER` is not set. */
+const CANDIDATES = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'];
+
+export interface NatsServerOptions {
+  /** Folder for JetStream storage and the server log. */
+  dir: string;
+  /** Port to listen on; a free loopback port when not given. The port is kept across restarts. */
+  port?: number;
+  /** Path of the nats-server binary. @default $TROUPE_NATS_SERVER, then PATH and /usr/sbin */
+  binary?: string;
+}
+
+/** Finds a nats-server binary or explains how to get one. */
+export function findNatsServer(binary?: string): string {
+  const explicit = binary ?? process.env.TROUPE_NATS_SERVER;
+  if (explicit) {
+    if (!existsSync(explicit)) throw noServer(`nats-server binary ${explicit} does not exist`);
+    return explicit;
+  }
+  for (const dir of (process.env.PATH ?? '').split(':').filter(Boolean)) {
+    const p = join(dir, 'nats-server');
+    if (existsSync(p)) return p;
+  }
+  const found = CANDIDATES.find((p) => existsSync(p));
+  if (!found) throw noServer('no nats-server binary found on PATH or in /usr/sbin');
+  return found;
+}
+
+function noServer(why: string): TroupeError {
+  return new TroupeError(codes.NO_NATS_SERVER,
+    `${why}. Install one (Debian/Ubuntu: apt-get install -y nats-server; or a release from ` +
+    `the nats-server project), set TROUPE_NATS_SERVER to its path, or point troupe at a ` +
+    `running server with --nats nats://host:4222 or TROUPE_NATS_URL.`);
+}
+
+/** Asks the kernel for a free loopback TCP port. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/**
+ * A nats-server child process with JetStream, on a loopback port, storing in `dir`.
+ * Used as the embedded server of a job and by the tests; can be stopped and restarted
+ * (same port, same store) for fault tests.
+ */
+export class NatsServer {
+  readonly dir: string;
+  readonly binary: string;
+  readonly logFile: string;
+  port = 0;
+  #child: ChildProcess | undefined;
+  #log: FileHandle | undefined;
+  #exited: Promise<void> = Promise.resolve();
+
+  private constructor(dir: string, binary: string) {
+    this.dir = dir;
+    this.binary = binary;
+    this.logFile = join(dir, 'nats-server.log');
+  }
+
+  static async start(options: NatsServerOptions): Promise<NatsServer> {
+    const server = new NatsServer(options.dir, findNatsServer(options.binary));
+    server.port = options.port ?? (await freePort());
+    await server.#spawn();
+    return server;
+  }
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
+  }
+
+  async #spawn(): Promise<void> {
+    await mkdir(join(this.dir, 'jetstream'), { recursive: true });
+    this.#log = await open(this.logFile, 'a');
+    const logStart = (await this.#log.stat()).size;
+    const args = ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', join(this.dir, 'jetstream'),
+      '-l', this.logFile];
+    const child = spawn(this.binary, args, { stdio: ['ignore', 'ignore', this.#log.fd] });
+    this.#child = child;
+    this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    const started = Date.now();
+    for (;;) {
+      if (!this.running) throw new Error(`nats-server exited at start:\n${await this.log()}`);
+      if ((await this.log()).slice(logStart).includes('Server is ready')) return;
+      if (Date.now() - started > 15_000) {
+        await this.stop();
+        throw new Error(`nats-server did not become ready within 15 s:\n${await this.log()}`);
+      }
+      await sleep(25);
+    }
+  }
+
+  /** The server's log so far, for failure messages. */
+  async log(): Promise<string> {
+    return readFile(this.logFile, 'utf8').catch(() => '');
+  }
+
+  /** Stops the server (SIGTERM, then SIGKILL after 5 s). Safe to call twice. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.#child;
+    if (child && this.running) {
+      child.kill(signal);
+      const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await this.#exited;
+      clearTimeout(killer);
+    }
+    this.#child = undefined;
+    await this.#log?.close().catch(() => undefined);
+    this.#log = undefined;
+  }
+
+  /** Stops and starts the server again on the same port with the same store. */
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.#spawn();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}

@@ -1,0 +1,136 @@
+import {
+  AckPolicy, DiscardPolicy, RetentionPolicy, StorageType,
+  type JetStreamManager, type StreamConfig, type ConsumerConfig,
+} from '@nats-io/jetstream';
+import { nanos } from '@nats-io/transport-node';
+import { codes, TroupeError } from './errors.ts';
+import { subjects } from './subjects.ts';
+
+/** Limits of one stage's work stream and consumer. All optional; see {@link stageDefaults}. */
+export interface StageLimits {
+  /** Messages a stage may hold (queued + un-acked); publishes beyond it wait. @default 10_000 */
+  maxMessages?: number;
+  /** Bytes a stage may hold. @default 256 MiB */
+  maxBytes?: number;
+  /** Largest single message in bytes. @default 1 MiB */
+  maxMessageSize?: number;
+  /** Window in which a re-published key is deduplicated, ms. @default 120_000 */
+  duplicateWindowMs?: number;
+  /** Un-acked messages across all replicas of the stage. @default 1_000 */
+  maxAckPending?: number;
+  /** Time a replica has to ack (or signal progress) before redelivery, ms. @default 30_000 */
+  ackWaitMs?: number;
+  /** Deliveries of one message before it goes to dead letters. @default 5 */
+  maxAttempts?: number;
+}
+
+export type StageConfig = Required<StageLimits> & { name: string };
+
+export const stageDefaults: Readonly<Required<StageLimits>> = Object.freeze({
+  maxMessages: 10_000,
+  maxBytes: 256 * 1024 * 1024,
+  maxMessageSize: 1024 * 1024,
+  duplicateWindowMs: 120_000,
+  maxAckPending: 1_000,
+  ackWaitMs: 30_000,
+  maxAttempts: 5,
+});
+
+const positiveInts = ['maxMessages', 'maxBytes', 'maxMessageSize', 'duplicateWindowMs', 'maxAckPending',
+  'ackWaitMs', 'maxAttempts'] as const;
+
+/** Merges a stage's limits with the defaults and validates every one, naming the bad option. */
+export function stageConfig(name: string, limits: StageLimits = {}, prefix = `stages.${name}`): StageConfig {
+  const merged = { ...stageDefaults, ...stripUndefined(limits), name };
+  for (const k of positiveInts) {
+    const v = merged[k];
+    if (!Number.isSafeInteger(v) || v <= 0) {
+      throw new TroupeError(codes.BAD_OPTION, `options.${prefix}.${k} must be a positive integer (got ${JSON.stringify(v)})`);
+    }
+  }
+  if (merged.ackWaitMs < 1000) {
+    throw new TroupeError(codes.BAD_OPTION, `options.${prefix}.ackWaitMs must be at least 1000 (got ${merged.ackWaitMs})`);
+  }
+  return merged;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Dead letters are kept (limits retention) up to these bounds; a full store refuses new ones. */
+const DEAD_LIMITS = { max_msgs: 1_000_000, max_bytes: 1024 * 1024 * 1024 };
+
+/**
+ * Creates or updates the JetStream topology of a pipeline: for each stage a bounded
+ * work-queue stream (discard-new, duplicate window) and one durable pull consumer, plus one
+ * stream for the pipeline's dead letters.
+ */
+export async function ensureTopology(jsm: JetStreamManager, pipeline: string, stages: StageConfig[]): Promise<void> {
+  const s = subjects(pipeline);
+  for (const stage of stages) {
+    await upsertStream(jsm, {
+      name: s.workStream(stage.name),
+      subjects: [s.work(stage.name)],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      discard: DiscardPolicy.New,
+      max_msgs: stage.maxMessages,
+      max_bytes: stage.maxBytes,
+      // No per-stream message size limit: an oversized message from a foreign publisher
+      // must reach the consumer, which dead-letters it as TROUPE_TOO_LARGE.
+      duplicate_window: nanos(stage.duplicateWindowMs),
+      num_replicas: 1,
+    });
+    await upsertConsumer(jsm, s.workStream(stage.name), {
+      durable_name: s.consumer(stage.name),
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(stage.ackWaitMs),
+      max_ack_pending: stage.maxAckPending,
+      // The client dead-letters a message delivered more than maxAttempts times; the server
+      // keeps one delivery more so a replica that dies on the last attempt does not strand
+      // the message in the work queue (the job could then never finish). Retry delays are
+      // set per nak by the client: the server's `backoff` would replace ack_wait, which
+      // long handlers rely on together with working().
+      max_deliver: stage.maxAttempts + 1,
+    });
+  }
+  await upsertStream(jsm, {
+    name: s.deadStream(),
+    subjects: [`troupe.${pipeline}.dead.>`],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.New,
+    ...DEAD_LIMITS,
+    num_replicas: 1,
+  });
+}
+
+async function upsertStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+  try {
+    await jsm.streams.info(cfg.name);
+  } catch {
+    await jsm.streams.add(cfg);
+    return;
+  }
+  const { retention: _r, storage: _s, ...mutable } = cfg;
+  await jsm.streams.update(cfg.name, mutable);
+}
+
+async function upsertConsumer(jsm: JetStreamManager, stream: string, cfg: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+  try {
+    await jsm.consumers.info(stream, cfg.durable_name);
+  } catch {
+    await jsm.consumers.add(stream, cfg);
+    return;
+  }
+  await jsm.consumers.update(stream, cfg.durable_name, cfg);
+}
+
+/** Deletes every stream of a pipeline (for tests and `troupe reset`). */
+export async function deleteTopology(jsm: JetStreamManager, pipeline: string): Promise<void> {
+  const prefix = `TROUPE_${pipeline}_`;
+  for await (const name of jsm.streams.names()) {
+    if (name.startsWith(prefix)) await jsm.streams.delete(name);
+  }
+}
