@@ -15,6 +15,12 @@ export interface ProducerOptions {
   publishTimeoutMs?: number;
   /** Largest encoded message, bytes; larger ones are refused with TROUPE_TOO_LARGE. @default 1 MiB */
   maxMessageSize?: number;
+  /**
+   * Part of every message id besides stage and key (troupe uses the run id): a key re-published
+   * within one run is stored once; a new run may publish it again.
+   * @default ''
+   */
+  dedupeScope?: string;
 }
 
 export interface PublishOptions {
@@ -24,13 +30,13 @@ export interface PublishOptions {
    * Called each time the target stage is full and the publish waits. A consumer uses it to
    * tell the server it is still working on the message that produced this output.
    */
-  onStall?: () => void;
+  onStall?: (() => void) | undefined;
   /** Gives up waiting (with the signal's reason) when aborted. */
   signal?: AbortSignal | undefined;
 }
 
 const defaults = Object.freeze({
-  maxPending: 256, minBackoffMs: 50, maxBackoffMs: 2_000, publishTimeoutMs: 5_000, maxMessageSize: 1024 * 1024,
+  maxPending: 256, minBackoffMs: 50, maxBackoffMs: 2_000, publishTimeoutMs: 5_000, maxMessageSize: 1024 * 1024, dedupeScope: '',
 });
 
 /** Whether a publish failed because the stream is at its message or byte limit. */
@@ -99,7 +105,7 @@ export class WorkProducer {
 
   async #publishUntilStored(stage: string, key: string, data: Uint8Array, options: PublishOptions): Promise<{ duplicate: boolean }> {
     const subject = this.subjects.work(stage);
-    const msgID = messageId(stage, key);
+    const msgID = messageId(stage, this.#opts.dedupeScope ? `${this.#opts.dedupeScope}\u0000${key}` : key);
     let backoff = this.#opts.minBackoffMs;
     for (;;) {
       options.signal?.throwIfAborted();

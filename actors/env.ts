@@ -1,0 +1,48 @@
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { stageConfig, WorkProducer, type NatsHandle, type StageConfig } from '../messages/mod.ts';
+import { maxInFlightOf, rolesOf, STAGE_OF, type JobContext, type PipelineDefinition, type Role, type Stage } from './pipeline.ts';
+
+/** Everything one replica needs to run: the pipeline, its NATS handle and the job's settings. */
+export interface ReplicaEnv {
+  readonly def: PipelineDefinition;
+  readonly nats: NatsHandle;
+  readonly role: Role;
+  /** Unique id of this replica (host, pid, role, index). */
+  readonly replicaId: string;
+  readonly params: Readonly<Record<string, string>>;
+  readonly out: string;
+  readonly run: string;
+  readonly producer: WorkProducer;
+}
+
+/** The stage configuration of each consuming role of a pipeline. */
+export function stageConfigs(def: PipelineDefinition): Map<Stage, StageConfig> {
+  const out = new Map<Stage, StageConfig>();
+  for (const role of rolesOf(def)) {
+    if (role === 'scanner') continue;
+    const stage = STAGE_OF[role];
+    const { replicas: _r, maxInFlight: _m, batchSize: _b, batchWaitMs: _w, ...limits } = def.roles?.[role] ?? {};
+    const cfg = stageConfig(stage, limits, `roles.${role}`);
+    // The stage must be able to hold what its replicas pull at once.
+    if (cfg.maxAckPending < maxInFlightOf(def, role)) cfg.maxAckPending = maxInFlightOf(def, role);
+    out.set(stage, cfg);
+  }
+  return out;
+}
+
+/** The job's database file inside the output folder. */
+export function dbPath(out: string, pipeline: string): string {
+  return join(out, `${pipeline}.db`);
+}
+
+export function replicaId(role: Role, index: number): string {
+  return `${hostname()}/${process.pid}/${role}-${index}`;
+}
+
+export function jobContext(env: ReplicaEnv, signal: AbortSignal): JobContext {
+  return {
+    pipeline: env.def.name, params: env.params, out: env.out, run: env.run, signal,
+    log: (m) => console.error(`[${env.def.name} ${env.replicaId}] ${m}`),
+  };
+}

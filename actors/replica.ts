@@ -1,0 +1,102 @@
+import { pathToFileURL } from 'node:url';
+import { encode, openNats, WorkProducer, codes, TroupeError } from '../messages/mod.ts';
+import type { ReplicaEnv } from './env.ts';
+import { replicaId } from './env.ts';
+import { Exporter } from './exporter.ts';
+import { Fetcher } from './fetcher.ts';
+import { Generator } from './generator.ts';
+import type { Lifecycle } from './lifecycle.ts';
+import { validatePipeline, type PipelineDefinition, type Role } from './pipeline.ts';
+import { Scanner } from './scanner.ts';
+import type { ReplicaStats } from './stage-actor.ts';
+import { Writer } from './writer.ts';
+
+/** What a replica is told at start (passed as workerData). */
+export interface ReplicaConfig {
+  pipelinePath: string;
+  role: Role;
+  index: number;
+  natsUrl: string;
+  params: Record<string, string>;
+  out: string;
+  run: string;
+  /** Fetcher replicas sharing the per-origin rate limits. */
+  fetchShare?: number;
+  /** Heartbeat period, ms. @default 1000 */
+  heartbeatMs?: number;
+}
+
+type RoleActor = Lifecycle & { stats(): ReplicaStats };
+
+/** Loads a pipeline module: its default export must be a `definePipeline(...)` result. */
+export async function loadPipeline(path: string): Promise<PipelineDefinition> {
+  let mod: { default?: unknown };
+  try {
+    mod = await import(pathToFileURL(path).href);
+  } catch (err) {
+    throw new TroupeError(codes.BAD_OPTION, `cannot load pipeline ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!mod.default) throw new TroupeError(codes.BAD_OPTION, `pipeline ${path} has no default export (export default definePipeline({...}))`);
+  return validatePipeline(mod.default as PipelineDefinition);
+}
+
+/**
+ * One replica of one role: loads the pipeline, connects to NATS, runs the role's actor and
+ * publishes a heartbeat with its counters. Runs inside a worker thread (see thread.ts).
+ */
+export class Replica {
+  readonly config: ReplicaConfig;
+  actor: RoleActor | undefined;
+  env: ReplicaEnv | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(config: ReplicaConfig) {
+    this.config = config;
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    const def = await loadPipeline(c.pipelinePath);
+    const nats = await openNats({ url: c.natsUrl, stateDir: c.out, name: `troupe ${def.name} ${c.role}-${c.index}` });
+    const producer = new WorkProducer(nats.js, def.name, { dedupeScope: c.run });
+    const env: ReplicaEnv = { def, nats, role: c.role, replicaId: replicaId(c.role, c.index), params: c.params, out: c.out, run: c.run, producer };
+    this.env = env;
+    const actor: RoleActor =
+      c.role === 'scanner' ? new Scanner(env)
+      : c.role === 'fetcher' ? new Fetcher(env, c.fetchShare === undefined ? {} : { replicasSharingLimits: c.fetchShare })
+      : c.role === 'generator' ? new Generator(env)
+      : c.role === 'writer' ? new Writer(env)
+      : new Exporter(env);
+    this.actor = actor;
+    await actor.start();
+    const subject = producer.subjects.events(actor.stats().stage, 'heartbeat');
+    this.#heartbeat = setInterval(() => {
+      if (!nats.nc.isClosed()) nats.nc.publish(subject, encode({ ...actor.stats(), ts: Date.now(), pid: process.pid }));
+    }, c.heartbeatMs ?? 1_000);
+    this.#heartbeat.unref();
+  }
+
+  stats(): ReplicaStats | undefined {
+    return this.actor?.stats();
+  }
+
+  async drain(): Promise<void> {
+    await this.actor?.drain();
+    await this.#shutdown();
+  }
+
+  async close(): Promise<void> {
+    await this.actor?.close();
+    await this.#shutdown();
+  }
+
+  async #shutdown(): Promise<void> {
+    clearInterval(this.#heartbeat);
+    const nats = this.env?.nats;
+    if (nats && !nats.nc.isClosed()) {
+      // A last heartbeat so watchers see the final counters.
+      if (this.actor) nats.nc.publish(this.env!.producer.subjects.events(this.actor.stats().stage, 'heartbeat'), encode({ ...this.actor.stats(), ts: Date.now(), pid: process.pid }));
+      await nats.close();
+    }
+  }
+}

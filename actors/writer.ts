@@ -1,0 +1,114 @@
+import { codes, encode, TroupeError, type Delivery } from '../messages/mod.ts';
+import { FileSandbox, openStore, recordLedger, saveCheckpoint, WriterLease, type Store } from '../storage/mod.ts';
+import { dbPath, type ReplicaEnv } from './env.ts';
+import type { Item, Stage, WriteTx } from './pipeline.ts';
+import { StageActor } from './stage-actor.ts';
+
+/** Prefix of the keys of checkpoint commands (sent by the Scanner, applied by the Writer). */
+export const CHECKPOINT_KEY = '__troupe_checkpoint__/';
+
+/**
+ * The only mutator. Applies write commands in batches bounded by count and time, each batch
+ * in one SQLite transaction together with the item ledger (and any checkpoint), writes files
+ * atomically inside the output folder, acks after commit, then publishes follow-ups and a
+ * `written` event. Holds the pipeline's Writer lease; stops committing if it is lost.
+ */
+export class Writer extends StageActor {
+  #store: Store | undefined;
+  #lease: WriterLease | undefined;
+  readonly sandbox: FileSandbox;
+
+  constructor(env: ReplicaEnv) {
+    const o = env.def.roles?.writer ?? {};
+    super(env, { batchSize: o.batchSize ?? 500, batchWaitMs: o.batchWaitMs ?? 20 });
+    this.sandbox = new FileSandbox(env.out);
+  }
+
+  /** Epoch (fencing token) of the lease this Writer holds. */
+  get epoch(): number {
+    return this.#lease?.epoch ?? 0;
+  }
+
+  protected override async onStart(): Promise<void> {
+    this.#lease = await WriterLease.acquire(this.env.nats.nc, this.env.def.name, {});
+    this.#lease.onLost((err) => void this.fail(err));
+    const cleaned = await this.sandbox.cleanTemp();
+    if (cleaned > 0) this.ctx.log(`removed ${cleaned} temp file(s) left by an interrupted write`);
+    this.#store = await openStore({ dbPath: dbPath(this.env.out, this.env.def.name), entities: this.env.def.writer.entities });
+    await super.onStart();
+  }
+
+  protected async handle(batch: Delivery[]): Promise<unknown[]> {
+    try {
+      await this.#apply(batch);
+      return batch.map(() => undefined);
+    } catch (err) {
+      if (isLeaseLost(err)) return this.#lost(err);
+      if (batch.length === 1) return [err];
+      // One bad command must not sink the batch: apply each alone to find it.
+      const results: unknown[] = [];
+      for (const d of batch) {
+        try {
+          await this.#apply([d]);
+          results.push(undefined);
+        } catch (e) {
+          if (isLeaseLost(e)) return this.#lost(e);
+          results.push(e);
+        }
+      }
+      return results;
+    }
+  }
+
+  /** Stops committing: the consumer is closed, so nothing of the batch is acked. */
+  async #lost(err: unknown): Promise<never> {
+    void this.fail(err as Error);
+    throw err;
+  }
+
+  async #apply(batch: Delivery[]): Promise<void> {
+    const lease = this.#lease!;
+    lease.assertHeld();
+    const commands: Array<Item<unknown>> = [];
+    const checkpoints: Array<{ name: string; cursor: unknown }> = [];
+    for (const d of batch) {
+      if (d.env.key.startsWith(CHECKPOINT_KEY)) checkpoints.push(d.env.body as { name: string; cursor: unknown });
+      else commands.push({ key: d.env.key, body: d.env.body });
+    }
+    const emits: Array<{ stage: Stage; item: Item<unknown> }> = [];
+    await this.#store!.transaction(async (em) => {
+      const tx: WriteTx = {
+        ...this.ctx, em,
+        files: {
+          write: (path, content) => this.sandbox.writeAtomic(path, content),
+          remove: (path) => this.sandbox.remove(path),
+        },
+        emit: (stage, key, body) => { emits.push({ stage, item: { key, body } }); },
+      };
+      if (commands.length > 0) await this.env.def.writer.apply(commands, tx);
+      for (const c of checkpoints) await saveCheckpoint(em, c.name, c.cursor);
+      await recordLedger(em, batch.filter((d) => !d.env.key.startsWith(CHECKPOINT_KEY))
+        .map((d) => ({ key: d.env.key, stage: 'write', status: 'done', attempts: d.attempt })));
+      lease.assertHeld(); // fencing: never commit after the lease is gone
+    });
+    const byStage = new Map<Stage, Array<Item<unknown>>>();
+    for (const e of emits) byStage.set(e.stage, [...(byStage.get(e.stage) ?? []), e.item]);
+    for (const [stage, items] of byStage) await this.emit(stage, items);
+    if (commands.length > 0 && !this.env.nats.nc.isClosed()) {
+      this.env.nats.nc.publish(this.consumer.subjects.events('write', 'written'),
+        encode({ replica: this.env.replicaId, epoch: lease.epoch, count: commands.length, keys: commands.slice(0, 50).map((c) => c.key) }));
+    }
+  }
+
+  protected override async onClose(): Promise<void> {
+    await super.onClose();
+    await this.#store?.close();
+    this.#store = undefined;
+    await this.#lease?.release();
+  }
+}
+
+function isLeaseLost(err: unknown): boolean {
+  // Callers fail the Writer at once; its consumer then leaves the batch un-acked.
+  return err instanceof TroupeError && err.code === codes.LEASE_LOST;
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env node
+// troupe runs TypeScript through Node 24's type stripping; older Node cannot load it.
+const major = Number(process.versions.node.split('.')[0]);
+if (major < 24) {
+  console.error(`troupe needs Node 24 or newer (this is ${process.version}); run it through npx or npm run.`);
+  process.exit(1);
+}
+await import('../cli.ts');
