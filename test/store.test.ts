@@ -1,0 +1,206 @@
+import test from 'ava';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { defineEntity, p } from '@mikro-orm/sqlite';
+import { codes } from '../messages/mod.ts';
+import {
+  isDone, ledgerCounts, loadCheckpoint, openStore, recordLedger, saveCheckpoint, TroupeLedger, upsertRows, type Store,
+} from '../storage/mod.ts';
+import { tempDir } from './helpers/nats.ts';
+
+const Note = defineEntity({
+  name: 'Note',
+  tableName: 'note',
+  properties: {
+    key: p.string().primary(),
+    title: p.string(),
+    words: p.integer(),
+    published: p.boolean(),
+    tags: p.json<string[]>(),
+    fetchedAt: p.datetime(),
+    summary: p.text().nullable(),
+  },
+});
+
+const Author = defineEntity({
+  name: 'Author',
+  tableName: 'author',
+  properties: { key: p.string().primary(), name: p.string() },
+});
+
+const Book = defineEntity({
+  name: 'Book',
+  tableName: 'book',
+  properties: { key: p.string().primary(), title: p.string(), author: () => p.manyToOne(Author) },
+});
+
+const dirs: string[] = [];
+test.after.always(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function fresh(): Promise<{ store: Store; dbPath: string }> {
+  const dir = await tempDir('troupe-store-');
+  dirs.push(dir);
+  const dbPath = join(dir, 'nested', 'job.db');
+  return { store: await openStore({ dbPath, entities: [Note] }), dbPath };
+}
+
+function note(key: string, over: Partial<Record<string, unknown>> = {}) {
+  return {
+    key, title: `title ${key}`, words: 3, published: true, tags: ['a', 'b'],
+    fetchedAt: new Date('2026-01-02T03:04:05.678Z'), summary: null, ...over,
+  };
+}
+
+test('store - creates the user and troupe tables in one file', async (t) => {
+  const { store } = await fresh();
+  const tables = (store.db.prepare("select name from sqlite_master where type = 'table' order by name").all() as Array<{ name: string }>)
+    .map((r) => r.name);
+  t.deepEqual(tables, ['note', 'troupe_checkpoint', 'troupe_ledger']);
+  const cols = (store.db.prepare('pragma table_info(troupe_ledger)').all() as Array<{ name: string; pk: number }>);
+  t.deepEqual(cols.map((c) => c.name), ['key', 'stage', 'status', 'attempts', 'last_error', 'created_at', 'updated_at']);
+  t.deepEqual(cols.filter((c) => c.pk > 0).map((c) => c.name), ['key', 'stage']);
+  await store.close();
+});
+
+test('store - runs in WAL mode with synchronous NORMAL', async (t) => {
+  const { store } = await fresh();
+  t.is(store.db.pragma('journal_mode', { simple: true }), 'wal');
+  t.is(store.db.pragma('synchronous', { simple: true }), 1);
+  await store.close();
+});
+
+test('store - options are validated with messages naming them', async (t) => {
+  const err = await t.throwsAsync(openStore({ dbPath: '' }));
+  t.is((err as { code?: string }).code, codes.BAD_OPTION);
+  t.regex(err!.message, /options\.dbPath must be a non-empty string/);
+});
+
+test('ledger - recording the same key and stage twice keeps one row with the new attempts', async (t) => {
+  const { store } = await fresh();
+  await store.transaction((em) => recordLedger(em, [
+    { key: 'k1', stage: 'write', status: 'failed', attempts: 1, lastError: 'boom' },
+    { key: 'k1', stage: 'fetch', status: 'done', attempts: 1 },
+  ]));
+  const before = store.db.prepare("select * from troupe_ledger where key = 'k1' and stage = 'write'").get() as Record<string, unknown>;
+  await store.transaction((em) => recordLedger(em, [{ key: 'k1', stage: 'write', status: 'done', attempts: 2 }]));
+  const rows = store.db.prepare("select * from troupe_ledger where key = 'k1' order by stage").all() as Array<Record<string, unknown>>;
+  t.is(rows.length, 2);
+  const write = rows.find((r) => r.stage === 'write')!;
+  t.like(write, { status: 'done', attempts: 2, last_error: null, created_at: before.created_at });
+  t.true((write.updated_at as number) >= (before.updated_at as number));
+  // The ORM reads the rows the fast path wrote.
+  const viaOrm = await store.em().findOneOrFail(TroupeLedger, { key: 'k1', stage: 'write' });
+  t.is(viaOrm.attempts, 2);
+  t.true(viaOrm.createdAt instanceof Date);
+  await store.close();
+});
+
+test('ledger - isDone reports only keys done at that stage, inside the transaction too', async (t) => {
+  const { store } = await fresh();
+  await store.transaction((em) => recordLedger(em, [
+    { key: 'a', stage: 'write', status: 'done', attempts: 1 },
+    { key: 'b', stage: 'write', status: 'failed', attempts: 3, lastError: 'nope' },
+    { key: 'c', stage: 'fetch', status: 'done', attempts: 1 },
+  ]));
+  t.deepEqual([...await isDone(store, ['a', 'b', 'c', 'd'], 'write')], ['a']);
+  t.deepEqual([...await isDone(store, [], 'write')], []);
+  await store.transaction(async (em) => {
+    await recordLedger(em, [{ key: 'd', stage: 'write', status: 'done', attempts: 1 }]);
+    t.deepEqual([...await isDone(em, ['a', 'd'], 'write')].sort(), ['a', 'd']);
+  });
+  t.deepEqual(await ledgerCounts(store), { write: { done: 2, failed: 1 }, fetch: { done: 1 } });
+  await store.close();
+});
+
+test('checkpoint - a saved cursor round trips and is overwritten', async (t) => {
+  const { store } = await fresh();
+  t.is(await loadCheckpoint(store, 'scanner'), undefined);
+  await store.transaction((em) => saveCheckpoint(em, 'scanner', { page: 3, after: 'k99', seen: [1, 2] }));
+  t.deepEqual(await loadCheckpoint(store, 'scanner'), { page: 3, after: 'k99', seen: [1, 2] });
+  await store.transaction((em) => saveCheckpoint(em, 'scanner', 'cursor-4'));
+  t.is(await loadCheckpoint(store, 'scanner'), 'cursor-4');
+  t.is((store.db.prepare('select count(*) as n from troupe_checkpoint').get() as { n: number }).n, 1);
+  await store.close();
+});
+
+test('upsertRows - the same key twice leaves one row holding the latest values', async (t) => {
+  const { store } = await fresh();
+  await store.transaction((em) => upsertRows(em, Note, [note('n1'), note('n2')]));
+  await store.transaction((em) => upsertRows(em, Note, [note('n1', { title: 'new', words: 7, published: false, tags: ['z'], summary: 'short' })]));
+  const rows = await store.em().find(Note, {}, { orderBy: { key: 'asc' } });
+  t.is(rows.length, 2);
+  t.like(rows[0]!, { key: 'n1', title: 'new', words: 7, published: false, summary: 'short' });
+  t.deepEqual(rows[0]!.tags, ['z']);
+  t.is(rows[0]!.fetchedAt.toISOString(), '2026-01-02T03:04:05.678Z');
+  t.like(rows[1]!, { key: 'n2', title: 'title n2', published: true });
+  await store.close();
+});
+
+test('upsertRows - stores values exactly as the ORM itself does', async (t) => {
+  const { store } = await fresh();
+  await store.transaction(async (em) => {
+    await upsertRows(em, Note, [note('fast')]);
+    em.create(Note, note('orm'));
+  });
+  const [fast, orm] = store.db.prepare("select * from note where key in ('fast', 'orm') order by key").all() as Array<Record<string, unknown>>;
+  t.deepEqual({ ...fast, key: 'x', title: 'x' }, { ...orm, key: 'x', title: 'x' });
+  await store.close();
+});
+
+test('store - a failed transaction rolls back rows and ledger together', async (t) => {
+  const { store } = await fresh();
+  await t.throwsAsync(store.transaction(async (em) => {
+    await upsertRows(em, Note, [note('r1')]);
+    await recordLedger(em, [{ key: 'r1', stage: 'write', status: 'done', attempts: 1 }]);
+    throw new Error('apply failed');
+  }), { message: 'apply failed' });
+  t.is((store.db.prepare('select count(*) as n from note').get() as { n: number }).n, 0);
+  t.deepEqual(await ledgerCounts(store), {});
+  await store.close();
+});
+
+test('store - data survives close and reopen, also read-only', async (t) => {
+  const { store, dbPath } = await fresh();
+  await store.transaction(async (em) => {
+    await upsertRows(em, Note, [note('keep')]);
+    await recordLedger(em, [{ key: 'keep', stage: 'write', status: 'done', attempts: 1 }]);
+    await saveCheckpoint(em, 'scanner', { page: 9 });
+  });
+  await store.close();
+  await store.close(); // twice is fine
+
+  await using reopened = await openStore({ dbPath, entities: [Note] });
+  t.is((await reopened.em().findOneOrFail(Note, { key: 'keep' })).title, 'title keep');
+  t.deepEqual([...await isDone(reopened, ['keep'], 'write')], ['keep']);
+  await reopened.close();
+
+  await using ro = await openStore({ dbPath, entities: [Note], readOnly: true });
+  t.deepEqual(await loadCheckpoint(ro, 'scanner'), { page: 9 });
+  await t.throwsAsync(ro.transaction((em) => upsertRows(em, Note, [note('nope')])), { message: /readonly/i });
+});
+
+test('upsertRows - refuses an EntityManager outside the transaction that is open', async (t) => {
+  const { store } = await fresh();
+  let refused: unknown;
+  await store.transaction(async () => {
+    refused = await upsertRows(store.em(), Note, [note('stray')]).catch((err: unknown) => err);
+  });
+  t.is((refused as { code?: string }).code, codes.BAD_OPTION);
+  t.is((store.db.prepare('select count(*) as n from note').get() as { n: number }).n, 0);
+  await store.close();
+});
+
+test('upsertRows - an entity with a relation goes through the query builder and still upserts', async (t) => {
+  const dir = await tempDir('troupe-store-');
+  dirs.push(dir);
+  await using store = await openStore({ dbPath: join(dir, 'rel.db'), entities: [Author, Book] });
+  await store.transaction(async (em) => {
+    await upsertRows(em, Author, [{ key: 'a1', name: 'Ann' }]);
+    await upsertRows(em, Book, [{ key: 'b1', title: 'First', author: 'a1' }]);
+  });
+  await store.transaction((em) => upsertRows(em, Book, [{ key: 'b1', title: 'First, revised', author: 'a1' }]));
+  const books = store.db.prepare('select * from book').all();
+  t.deepEqual(books, [{ key: 'b1', title: 'First, revised', author_key: 'a1' }]);
+});
