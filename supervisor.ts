@@ -165,11 +165,13 @@ export class Supervisor {
     const fetchShare = replicas.fetcher ?? 0;
     const base = { pipelinePath: resolve(this.opts.pipelinePath), natsUrl: this.nats.url, params, out: this.out, run: this.runId, fetchShare };
     try {
-      const order: Role[] = mode === 'worker' ? ['fetcher', 'generator', 'exporter'] : ['writer', 'fetcher', 'generator', 'exporter', 'scanner'];
-      for (const role of order) {
-        if (this.def[role] === undefined) continue;
-        for (let i = 0; i < (replicas[role] ?? 0); i++) await this.#spawn({ ...base, role, index: i });
-      }
+      // The Writer first (it takes the lease and creates the schema), the Scanner last (its
+      // items need consumers); the stages between start together.
+      const spawnAll = (roles: Role[]) => Promise.all(roles.filter((r) => this.def[r] !== undefined)
+        .flatMap((role) => Array.from({ length: replicas[role] ?? 0 }, (_, i) => this.#spawn({ ...base, role, index: i }))));
+      if (mode === 'start') await spawnAll(['writer']);
+      await spawnAll(['fetcher', 'generator', 'exporter']);
+      if (mode === 'start') await spawnAll(['scanner']);
       this.#progress = new Progress(this.def.name, this.opts.progress ?? 'auto');
       await this.#watch(mode);
     } catch (err) {
@@ -285,11 +287,12 @@ export class Supervisor {
   async #shutdown(): Promise<void> {
     const grace = this.opts.graceMs ?? 30_000;
     const deadline = Date.now() + grace;
-    // The Scanner stops reading first; then every stage finishes what it holds, the Writer last.
-    for (const role of STAGES_IN_ORDER) {
-      const threads = [...this.#threads.values()].filter((t) => t.config.role === role);
-      await Promise.all(threads.map((t) => t.drain(Math.max(1_000, deadline - Date.now()))));
-    }
+    // The Scanner stops reading first; then every stage finishes what it holds at once: what
+    // a stage publishes downstream meanwhile stays queued for the next run.
+    const drain = (roles: Role[]) => Promise.all([...this.#threads.values()].filter((t) => roles.includes(t.config.role))
+      .map((t) => t.drain(Math.max(1_000, deadline - Date.now()))));
+    await drain(['scanner']);
+    await drain(STAGES_IN_ORDER.filter((r) => r !== 'scanner'));
     this.#threads.clear();
   }
 

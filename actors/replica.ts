@@ -1,3 +1,4 @@
+import { Svcm, type Service } from '@nats-io/services';
 import { pathToFileURL } from 'node:url';
 import { encode, openNats, WorkProducer, codes, TroupeError } from '../messages/mod.ts';
 import type { ReplicaEnv } from './env.ts';
@@ -49,6 +50,7 @@ export class Replica {
   actor: RoleActor | undefined;
   env: ReplicaEnv | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
+  #service: Service | undefined;
 
   constructor(config: ReplicaConfig) {
     this.config = config;
@@ -74,6 +76,7 @@ export class Replica {
       if (!nats.nc.isClosed()) nats.nc.publish(subject, encode({ ...actor.stats(), ts: Date.now(), pid: process.pid }));
     }, c.heartbeatMs ?? 1_000);
     this.#heartbeat.unref();
+    this.#service = await registerService(env, actor, c);
   }
 
   stats(): ReplicaStats | undefined {
@@ -92,6 +95,7 @@ export class Replica {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#heartbeat);
+    await this.#service?.stop().catch(() => undefined);
     const nats = this.env?.nats;
     if (nats && !nats.nc.isClosed()) {
       // A last heartbeat so watchers see the final counters.
@@ -99,4 +103,30 @@ export class Replica {
       await nats.close();
     }
   }
+}
+
+/** troupe's version, reported by every replica's micro service. */
+export const VERSION = '0.1.0';
+
+/**
+ * Registers the replica as a NATS micro service (`troupe-<pipeline>-<role>`), so that
+ * `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` find it, with a `stats` endpoint on
+ * `troupe.<pipeline>.control.stats` that every replica answers.
+ */
+async function registerService(env: ReplicaEnv, actor: RoleActor, c: ReplicaConfig): Promise<Service> {
+  // @nats-io/services (3.0 pre-release) pins its own copy of nats-core: same runtime object, distinct types.
+  const svc = await new Svcm(env.nats.nc as unknown as ConstructorParameters<typeof Svcm>[0]).add({
+    name: `troupe-${env.def.name}-${c.role}`,
+    version: VERSION,
+    description: `troupe ${c.role} replica of pipeline ${env.def.name}`,
+    metadata: { pipeline: env.def.name, role: c.role, replica: env.replicaId, run: env.run },
+    // Each replica in its own queue group: a stats request reaches every one of them.
+    queue: `q${process.pid}${c.role}${c.index}`,
+    statsHandler: async () => actor.stats(),
+  });
+  svc.addEndpoint('stats', {
+    subject: env.producer.subjects.control('stats'),
+    handler: (err, msg) => { if (!err) msg.respond(encode(actor.stats())); },
+  });
+  return svc;
 }
