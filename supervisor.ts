@@ -152,6 +152,14 @@ export class Supervisor {
       },
     });
     const finished = this.nats.nc.subscribe(s.events('job', 'finished'), { callback: () => { if (mode === 'worker') this.#stop('the job finished'); } });
+    // Request/reply control: `nats req troupe.P.control.stop ''` drains the job like Ctrl+C.
+    const control = mode === 'start' ? [
+      this.nats.nc.subscribe(s.control('stop'), { callback: (_e, m) => { m.respond(encode({ ok: true, stopping: true })); this.#stop('interrupted'); } }),
+      this.nats.nc.subscribe(s.control('drain'), { callback: (_e, m) => { m.respond(encode({ ok: true, stopping: true })); this.#stop('interrupted'); } }),
+      this.nats.nc.subscribe(s.control('status'), {
+        callback: (_e, m) => { void this.#views().then((views) => m.respond(encode({ pipeline: this.def.name, run: this.runId, stopping: this.#stopping, stages: views }))); },
+      }),
+    ] : [];
     const onSignal = () => {
       if (this.#stopping) {
         console.error('troupe: second signal, exiting now; un-acked work is redelivered on the next start');
@@ -183,6 +191,7 @@ export class Supervisor {
       if (mode === 'start' && !this.#escalation) this.nats.nc.publish(s.events('job', 'finished'), encode({ run: this.runId }));
       hb.unsubscribe();
       finished.unsubscribe();
+      for (const c of control) c.unsubscribe();
     }
     return this.#summary();
   }

@@ -25,6 +25,7 @@ test('monitoring - every replica is a NATS micro service; status and stats answe
     const ours = seen.filter((n) => n.startsWith(`troupe-${pipeline}-`));
     return ours.length >= 4 ? ours.sort() : undefined;
   }, 30_000, 'services to answer $SRV.PING');
+  if (!names) return t.fail();
   t.deepEqual([...new Set(names)], [`troupe-${pipeline}-generator`, `troupe-${pipeline}-scanner`, `troupe-${pipeline}-writer`]);
   t.is(names.filter((n) => n.endsWith('-generator')).length, 2, 'one service instance per generator replica');
 
@@ -46,6 +47,10 @@ test('monitoring - every replica is a NATS micro service; status and stats answe
   t.is(await cli.exited, 0, cli.stderr);
   t.deepEqual(JSON.parse(cli.stdout).pipeline, pipeline);
 
+  const live = decode((await nats.nc.request(`troupe.${pipeline}.control.status`, undefined, { timeout: 5_000 })).data) as { stages: Array<{ stage: string }> };
+  t.deepEqual(live.stages.map((v) => v.stage).sort(), ['generate', 'scan', 'write']);
+  // control.stop drains the job like Ctrl+C: it ends with exit 0 before its source is exhausted.
+  t.like(decode((await nats.nc.request(`troupe.${pipeline}.control.stop`, undefined, { timeout: 5_000 })).data), { stopping: true });
   t.is(await job.exited, 0, job.stderr);
 });
 
