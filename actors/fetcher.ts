@@ -17,7 +17,7 @@ export class Fetcher extends StageActor {
   constructor(env: ReplicaEnv, options: { replicasSharingLimits?: number } = {}) {
     super(env);
     const spec = env.def.fetcher!;
-    const http = { ...(spec.http ?? {}) } as Record<string, unknown>;
+    const http = { ...((typeof spec.http === 'function' ? spec.http(env.params) : spec.http) ?? {}) } as Record<string, unknown>;
     // A per-origin rate limit is for the whole pipeline: replicas in this process share it.
     const share = options.replicasSharingLimits ?? replicasOf(env.def, 'fetcher');
     const rate = http.rate as { perSecond: number; burst?: number } | undefined;

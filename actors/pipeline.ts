@@ -84,8 +84,11 @@ export interface FetcherSpec<S> {
   request(item: Item<S>, ctx: JobContext): FetchRequest | Promise<FetchRequest>;
   /** Shared request headers, obtained once per replica and refreshed on 401/403. */
   headers?: () => Promise<Record<string, string>>;
-  /** HTTP engine options (pool size, rate limits, timeouts, retry caps). */
-  http?: Record<string, unknown>;
+  /**
+   * HTTP engine options (pool size, rate limits, timeouts, retry caps; see
+   * actors/fetcher/options.ts), or a function of the pipeline's parameters returning them.
+   */
+  http?: Record<string, unknown> | ((params: Readonly<Record<string, string>>) => Record<string, unknown>);
   /**
    * What happens to a permanent failure (a 404, retries exhausted): `dead-letter` it, or
    * `pass` it to the next stage as `Fetched.error` (e.g. to report broken links).

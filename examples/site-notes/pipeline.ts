@@ -59,7 +59,7 @@ export default definePipeline<PageRef, WriteCommand>({
       return { url, headers };
     },
     permanentErrors: 'pass',
-    http: { rate: { perSecond: 50 }, maxAttempts: 3 },
+    http: (params) => ({ rate: { perSecond: Number(params.rate), burst: Math.max(1, Math.floor(Number(params.rate) / 5)) }, maxAttempts: 3 }),
   },
 
   generator: {
