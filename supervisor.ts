@@ -223,7 +223,7 @@ export class Supervisor {
     void sleep(delay).then(async () => {
       if (this.#stopping) return;
       try {
-        await this.#spawn(thread.config);
+        await this.#spawn({ ...thread.config, incarnation: (thread.config.incarnation ?? 0) + 1 });
       } catch (err) {
         this.#onEnded(thread, `restart failed: ${(err as Error).message}`);
       }

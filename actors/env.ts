@@ -36,8 +36,9 @@ export function dbPath(out: string, pipeline: string): string {
   return join(out, `${pipeline}.db`);
 }
 
-export function replicaId(role: Role, index: number): string {
-  return `${hostname()}/${process.pid}/${role}-${index}`;
+/** `host/pid/role-index`, plus `.n` for the n-th restart of that replica (counters restart at 0). */
+export function replicaId(role: Role, index: number, incarnation = 0): string {
+  return `${hostname()}/${process.pid}/${role}-${index}${incarnation > 0 ? `.${incarnation}` : ''}`;
 }
 
 export function jobContext(env: ReplicaEnv, signal: AbortSignal): JobContext {

@@ -23,6 +23,8 @@ export interface ReplicaConfig {
   run: string;
   /** Fetcher replicas sharing the per-origin rate limits. */
   fetchShare?: number;
+  /** Restarts of this replica so far. @default 0 */
+  incarnation?: number;
   /** Heartbeat period, ms. @default 1000 */
   heartbeatMs?: number;
 }
@@ -61,7 +63,7 @@ export class Replica {
     const def = await loadPipeline(c.pipelinePath);
     const nats = await openNats({ url: c.natsUrl, stateDir: c.out, name: `troupe ${def.name} ${c.role}-${c.index}` });
     const producer = new WorkProducer(nats.js, def.name, { dedupeScope: c.run });
-    const env: ReplicaEnv = { def, nats, role: c.role, replicaId: replicaId(c.role, c.index), params: c.params, out: c.out, run: c.run, producer };
+    const env: ReplicaEnv = { def, nats, role: c.role, replicaId: replicaId(c.role, c.index, c.incarnation), params: c.params, out: c.out, run: c.run, producer };
     this.env = env;
     const actor: RoleActor =
       c.role === 'scanner' ? new Scanner(env)
