@@ -1,6 +1,6 @@
 import {
   AckPolicy, DiscardPolicy, RetentionPolicy, StorageType,
-  type JetStreamManager, type StreamConfig, type ConsumerConfig,
+  type JetStreamManager, type StreamConfig, type ConsumerConfig, type MsgRequest,
 } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import { codes, TroupeError } from './errors.ts';
@@ -94,6 +94,7 @@ export async function ensureTopology(jsm: JetStreamManager, pipeline: string, st
       // long handlers rely on together with working().
       max_deliver: stage.maxAttempts + 1,
     });
+    await dropAcked(jsm, s.workStream(stage.name), s.work(stage.name), s.consumer(stage.name));
   }
   await upsertStream(jsm, {
     name: s.deadStream(),
@@ -125,6 +126,28 @@ async function upsertConsumer(jsm: JetStreamManager, stream: string, cfg: Partia
     return;
   }
   await jsm.consumers.update(stream, cfg.durable_name, cfg);
+}
+
+/**
+ * Removes messages a work stream still holds although its consumer acked them. After an
+ * unclean stop (nats-server killed; seen with 2.9.10) the consumer's ack floor can be
+ * recovered while the work-queue removals of those acks are not: the consumer never
+ * delivers such messages again, yet they count as queued for ever and the job never ends.
+ * They are deleted one by one: a purge up to the floor would also wipe the consumer's
+ * pending (un-acked) messages on 2.9, which then would never be redelivered.
+ */
+async function dropAcked(jsm: JetStreamManager, stream: string, subject: string, consumer: string): Promise<void> {
+  const floor = (await jsm.consumers.info(stream, consumer)).ack_floor.stream_seq;
+  let seq = (await jsm.streams.info(stream)).state.first_seq;
+  while (seq > 0 && seq <= floor) {
+    // The server's MSG.GET takes `next_by_subj` (the next message at or after `seq`); the
+    // client's type for getMessage does not list it.
+    const next = { seq, next_by_subj: subject } as unknown as MsgRequest;
+    const m = await jsm.streams.getMessage(stream, next).catch(() => null);
+    if (!m || m.seq > floor) break;
+    await jsm.streams.deleteMessage(stream, m.seq, false);
+    seq = m.seq + 1;
+  }
 }
 
 /** Deletes every stream of a pipeline (for tests and `troupe reset`). */
