@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -89,8 +89,28 @@ export class NatsServer {
     return this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
   }
 
+  get pidFile(): string {
+    return join(this.dir, 'nats-server.pid');
+  }
+
+  /**
+   * A job killed with SIGKILL cannot stop its embedded server, which then keeps running on
+   * the job's store. Before starting on that store again, stop the one a pid file names —
+   * if it is still a nats-server using this folder.
+   */
+  async #stopOrphan(): Promise<void> {
+    const pid = Number((await readFile(this.pidFile, 'utf8').catch(() => '')).trim());
+    if (!Number.isSafeInteger(pid) || pid <= 0) return;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (!cmdline.includes('nats-server') || !cmdline.includes(join(this.dir, 'jetstream'))) return;
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 200 && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')); i++) await sleep(25);
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+
   async #spawn(): Promise<void> {
     await mkdir(join(this.dir, 'jetstream'), { recursive: true });
+    await this.#stopOrphan();
     this.#log = await open(this.logFile, 'a');
     const logStart = (await this.#log.stat()).size;
     const args = ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', join(this.dir, 'jetstream'),
@@ -98,6 +118,7 @@ export class NatsServer {
     const child = spawn(this.binary, args, { stdio: ['ignore', 'ignore', this.#log.fd] });
     this.#child = child;
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    if (child.pid) await writeFile(this.pidFile, String(child.pid));
     const started = Date.now();
     for (;;) {
       if (!this.running) throw new Error(`nats-server exited at start:\n${await this.log()}`);
@@ -125,6 +146,7 @@ export class NatsServer {
       clearTimeout(killer);
     }
     this.#child = undefined;
+    await rm(this.pidFile, { force: true });
     await this.#log?.close().catch(() => undefined);
     this.#log = undefined;
   }

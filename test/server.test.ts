@@ -1,5 +1,5 @@
 import test from 'ava';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { codes, findNatsServer, openNats, TroupeError } from '../messages/mod.ts';
 import { tempDir } from './helpers/nats.ts';
 
@@ -35,4 +35,19 @@ test('embedded server - a missing binary fails with instructions', (t) => {
   t.is(err.code, codes.NO_NATS_SERVER);
   t.regex(err.message, /apt-get install -y nats-server/);
   t.regex(err.message, /--nats/);
+});
+
+test('embedded server - a server orphaned by a killed job is stopped before its store is reused', async (t) => {
+  const dir = await tempDir();
+  const { NatsServer } = await import('../messages/server.ts');
+  const orphan = await NatsServer.start({ dir });
+  const orphanPid = Number(await readFile(orphan.pidFile, 'utf8'));
+  // The job that started `orphan` dies without stopping it; a new job starts on the same store.
+  const next = await NatsServer.start({ dir });
+  t.true(next.running);
+  t.not(Number(await readFile(next.pidFile, 'utf8')), orphanPid);
+  t.throws(() => process.kill(orphanPid, 0), { code: 'ESRCH' }, 'the orphan is gone');
+  await next.stop();
+  await orphan.stop();
+  await rm(dir, { recursive: true, force: true });
 });
