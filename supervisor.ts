@@ -142,6 +142,7 @@ export class Supervisor {
 
   async #supervise(mode: 'start' | 'worker', replicas: Record<Role, number>, params: Record<string, string>): Promise<Summary> {
     const s = new WorkProducer(this.nats.js, this.def.name).subjects;
+    if (mode === 'worker') this.runId = await this.#jobRun(s.control('status')) ?? this.runId;
     await ensureTopology(this.nats.jsm, this.def.name, [...stageConfigs(this.def).values()]);
     const hb = this.nats.nc.subscribe(`troupe.${this.def.name}.events.*.heartbeat`, {
       callback: (_e, m) => {
@@ -194,6 +195,20 @@ export class Supervisor {
       for (const c of control) c.unsubscribe();
     }
     return this.#summary();
+  }
+
+  /**
+   * The run id of the job a worker joins. Replicas scope the ids of what they publish by run,
+   * so a worker must share it: an item redelivered from one process to the other then
+   * republishes its outputs under the same ids, which the server deduplicates.
+   */
+  async #jobRun(subject: string): Promise<string | undefined> {
+    try {
+      const reply = decode((await this.nats.nc.request(subject, undefined, { timeout: 5_000 })).data) as { run?: unknown };
+      if (typeof reply.run === 'string') return reply.run;
+    } catch { /* no supervisor answered */ }
+    console.error(`troupe worker: no troupe start of pipeline ${this.def.name} answered; outputs of items redelivered between processes may be written twice`);
+    return undefined;
   }
 
   async #spawn(config: ReplicaConfig): Promise<void> {

@@ -11,6 +11,11 @@ import { CHECKPOINT_KEY } from './writer.ts';
 /** Name under which the Scanner's cursor is checkpointed. */
 export const SCANNER_CHECKPOINT = 'scanner';
 
+/** How long a draining Scanner waits for the page it is publishing. */
+const DRAIN_WAIT_MS = 10_000;
+/** How long a starting Scanner waits for the Writer to settle what an earlier run queued. */
+const RESUME_WAIT_MS = 60_000;
+
 /**
  * Streams items from the pipeline's source page by page. Each item is published with
  * backpressure (a full downstream stage stops the Scanner from reading further), and after
@@ -36,13 +41,37 @@ export class Scanner extends Lifecycle {
 
   protected async onStart(): Promise<void> {
     this.#read = await readContext(this.env, this.#abort.signal);
-    const rows = await this.#read.ctx.query<{ cursor: string }>(
-      'select cursor from troupe_checkpoint where name = ?', [SCANNER_CHECKPOINT]).catch(() => []);
-    const cursor = rows[0] ? JSON.parse(rows[0].cursor) : undefined;
-    if (cursor !== undefined) this.#read.ctx.log(`resuming from checkpoint ${JSON.stringify(cursor)}`);
-    this.#loop = this.#run(cursor).then(
+    this.#loop = this.#resume().then((cursor) => this.#run(cursor)).then(
       () => { if (!this.#stop) { this.exhausted = true; void this.drain(); } },
       (err) => void this.fail(err as Error));
+  }
+
+  /**
+   * The cursor to resume from. Checkpoints travel through the write stage behind other
+   * commands, so after an unclean stop newer ones may still be queued there; reading the
+   * database before the Writer has applied them would read pages again whose items are
+   * already queued (and queue them twice). So first wait, bounded, until the Writer has
+   * settled every message queued before this start.
+   */
+  async #resume(): Promise<unknown> {
+    const { jsm } = this.env.nats;
+    const stream = this.env.producer.subjects.workStream('write');
+    const before = (await jsm.streams.info(stream)).state.last_seq;
+    const deadline = Date.now() + RESUME_WAIT_MS;
+    for (;;) {
+      const { state } = await jsm.streams.info(stream);
+      if (state.messages === 0 || state.first_seq > before || this.#stop) break;
+      if (Date.now() > deadline) {
+        this.#read!.ctx.log('the write stage did not settle what an earlier run queued; resuming from the last committed checkpoint');
+        break;
+      }
+      await sleep(100, undefined, { signal: this.#abort.signal }).catch(() => undefined);
+    }
+    const rows = await this.#read!.ctx.query<{ cursor: string }>(
+      'select cursor from troupe_checkpoint where name = ?', [SCANNER_CHECKPOINT]).catch(() => []);
+    const cursor = rows[0] ? JSON.parse(rows[0].cursor) : undefined;
+    if (cursor !== undefined) this.#read!.ctx.log(`resuming from checkpoint ${JSON.stringify(cursor)}`);
+    return cursor;
   }
 
   async #run(cursor: unknown): Promise<void> {
@@ -101,10 +130,13 @@ export class Scanner extends Lifecycle {
   protected async onDrain(): Promise<void> {
     this.#stop = true;
     if (this.exhausted) return;
-    // Stop reading the source; what was read but not yet published is left for the next run
-    // (the checkpoint only covers pages fully published).
+    // Stop reading the source, but first finish publishing the page in progress: its items
+    // are partly queued already, and re-reading it next run would queue them a second time.
+    // A page that cannot be finished in time is abandoned (the next run reads it again).
+    const loop = this.#loop?.catch(() => undefined);
+    await Promise.race([loop, sleep(DRAIN_WAIT_MS, undefined, { ref: false })]);
     this.#abort.abort();
-    await this.#loop?.catch(() => undefined);
+    await loop;
   }
 
   protected async onClose(): Promise<void> {

@@ -20,12 +20,14 @@ export class ReplicaThread {
   readonly ended: Promise<string | undefined>;
   #end!: (reason: string | undefined) => void;
   #stopping = false;
+  #done = false;
+  #released = false;
   #lastStats: ReplicaStats | undefined;
 
   constructor(config: ReplicaConfig) {
     this.config = config;
     this.name = `${config.role}-${config.index}`;
-    this.ended = new Promise((r) => { this.#end = r; });
+    this.ended = new Promise((r) => { this.#end = (reason) => { this.#done = true; r(reason); }; });
     this.worker = new Worker(THREAD_ENTRY, { workerData: config, stderr: false, stdout: false });
     this.api = Comlink.wrap<ReplicaApi>(nodeEndpoint(this.worker));
     this.worker.on('error', (err) => this.#end(`thread error: ${err.stack ?? err.message}`));
@@ -48,6 +50,8 @@ export class ReplicaThread {
 
   /** Asks the replica for its counters; rejects if it does not answer within `timeoutMs`. */
   async poll(timeoutMs: number): Promise<ReplicaStats | undefined> {
+    // A thread that has ended answers no more: asking would only wait out the timeout.
+    if (this.#done) return this.#lastStats;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs); });
     try {
@@ -64,7 +68,7 @@ export class ReplicaThread {
     this.#stopping = true;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.api.drain().catch(() => undefined),
+      this.#done ? undefined : this.api.drain().catch(() => undefined),
       this.ended,
       new Promise<void>((r) => { timer = setTimeout(r, graceMs); }),
     ]);
@@ -76,7 +80,11 @@ export class ReplicaThread {
   /** Ends the thread now; what it held is redelivered later. */
   async kill(): Promise<void> {
     this.#stopping = true;
-    this.api[Comlink.releaseProxy]();
+    // A released proxy throws on any use, releasing it again included (kill can follow drain).
+    if (!this.#released) {
+      this.#released = true;
+      this.api[Comlink.releaseProxy]();
+    }
     await this.worker.terminate();
     this.#end(undefined);
   }

@@ -8,7 +8,8 @@ const replica = new Replica(workerData as ReplicaConfig);
 
 /** The API the supervisor calls on a replica thread. */
 export const replicaApi = {
-  start: () => replica.start(),
+  // comlink carries an error's name, message and stack only: keep the code in the message.
+  start: () => replica.start().catch((err: unknown) => { throw withCode(err); }),
   drain: () => replica.drain(),
   close: () => replica.close(),
   stats: () => replica.stats(),
@@ -17,5 +18,12 @@ export const replicaApi = {
   closed: async () => { const err = await replica.actor?.closed; return err ? `${err.name}: ${err.message}` : undefined; },
 };
 export type ReplicaApi = typeof replicaApi;
+
+/** `err` with its stable code (e.g. TROUPE_LEASE_HELD) leading its message. */
+function withCode(err: unknown): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (err instanceof Error && typeof code === 'string' && !err.message.startsWith(code)) err.message = `${code}: ${err.message}`;
+  return err;
+}
 
 Comlink.expose(replicaApi, nodeEndpoint(parentPort!));

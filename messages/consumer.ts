@@ -82,6 +82,9 @@ export class WorkConsumer {
   #loop: Promise<void> | undefined;
   #stopping = false;
   #pullIter: { stop(): void } | undefined;
+  /** Every message taken and not yet settled, batched or being handled. */
+  readonly #held = new Set<JsMsg>();
+  #keepAlive: NodeJS.Timeout | undefined;
 
   constructor(js: JetStreamClient, pipeline: string, stage: StageConfig, handler: BatchHandler, options: ConsumerOptions = {}) {
     this.#js = js;
@@ -100,6 +103,9 @@ export class WorkConsumer {
   /** Starts pulling. Resolves once the consumer is bound. */
   async start(): Promise<void> {
     const consumer = await this.#js.consumers.get(this.subjects.workStream(this.stage.name), this.subjects.consumer(this.stage.name));
+    // Tells the server every held message is still being worked on — those waiting in a
+    // batch behind a slow one too — so none is redelivered (and handled twice) meanwhile.
+    this.#keepAlive = setInterval(() => { for (const m of this.#held) m.working(); }, Math.max(500, this.stage.ackWaitMs / 3));
     this.#loop = this.#pull(consumer);
   }
 
@@ -110,11 +116,13 @@ export class WorkConsumer {
     await this.#loop;
     this.#flushBatch();
     while (this.stats.inFlight > 0) await this.#waitSlot();
+    clearInterval(this.#keepAlive);
   }
 
   /** Stops at once: held messages are left un-acked and will be redelivered. */
   close(): void {
     this.#stopping = true;
+    clearInterval(this.#keepAlive);
     this.#abort.abort(new TroupeError(codes.CLOSED, `consumer of stage ${this.stage.name} closed`));
     this.#pullIter?.stop();
     this.#wake();
@@ -151,6 +159,7 @@ export class WorkConsumer {
       return;
     }
     this.stats.inFlight++;
+    this.#held.add(m);
     this.stats.peakInFlight = Math.max(this.stats.peakInFlight, this.stats.inFlight);
     this.#batch.push(m);
     if (this.#batch.length >= this.#opts.batchSize) this.#flushBatch();
@@ -193,23 +202,18 @@ export class WorkConsumer {
       ready.push({ m, d: { env, attempt, working: () => m.working() } });
     }
     if (ready.length === 0) return;
-    const ticker = setInterval(() => { for (const r of ready) r.m.working(); }, Math.max(500, this.stage.ackWaitMs / 3));
-    const stopTicker = () => clearInterval(ticker);
-    this.#abort.signal.addEventListener('abort', stopTicker, { once: true });
     let results: unknown[];
     try {
       results = await this.#handler(ready.map((r) => r.d), this.#abort.signal);
     } catch (err) {
       results = ready.map(() => err);
-    } finally {
-      stopTicker();
-      this.#abort.signal.removeEventListener('abort', stopTicker);
     }
     if (this.#abort.signal.aborted) return; // closed: leave everything un-acked for redelivery
     await Promise.all(ready.map(({ m, d }, i) => this.#settle(m, d, results[i])));
   }
 
   async #settle(m: JsMsg, d: Delivery, err: unknown): Promise<void> {
+    this.#held.delete(m);
     if (err === undefined) {
       m.ack();
       this.stats.done++;
@@ -228,6 +232,7 @@ export class WorkConsumer {
   }
 
   async #dead(m: JsMsg, env: Envelope<unknown> | null, err: unknown, attempts: number): Promise<void> {
+    this.#held.delete(m);
     const letter: DeadLetter = {
       pipeline: this.subjects.pipeline, stage: this.stage.name, key: env?.key ?? null,
       error: toWire(err), attempts, ts: Date.now(), envelope: env, data: m.data,
