@@ -222,6 +222,9 @@ export class Supervisor {
   }
 
   #onEnded(thread: ReplicaThread, reason: string | undefined): void {
+    // A failed actor leaves its thread (and that thread's NATS connection) alive: end it, or
+    // every restart leaks one and the process never exits.
+    if (reason !== undefined) void thread.worker.terminate();
     if (this.#threads.get(thread.name) !== thread || this.#stopping || reason === undefined) return;
     const now = Date.now();
     const { maxRestarts = 5, withinMs = 10_000 } = this.def.restarts ?? {};
