@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -91,6 +91,9 @@ export class Supervisor {
   #started = Date.now();
   #peakRss = 0;
   #wake: (() => void) | undefined;
+  /** True once the job ended by itself (source exhausted, no work left). */
+  #finished = false;
+  #runFile: string | undefined;
   #progress: Progress | undefined;
 
   constructor(opts: SupervisorOptions) {
@@ -114,13 +117,27 @@ export class Supervisor {
     this.out = resolve(this.opts.out ?? `out/${this.def.name}`);
     await mkdir(this.out, { recursive: true });
     const stateDir = resolve(this.opts.stateDir ?? `${this.out}/.troupe`);
+    await mkdir(stateDir, { recursive: true });
     this.nats = await openNats({ url: this.opts.natsUrl, stateDir, name: `troupe ${this.def.name} supervisor` });
     if (this.nats.server) await writeFile(natsUrlFile(stateDir), this.nats.url);
+    if (mode === 'start') await this.#resumeRun(stateDir);
     const summary = await this.#supervise(mode, replicas, params).finally(async () => {
       this.#progress?.stop();
       await this.nats.close();
     });
     return summary;
+  }
+
+  /**
+   * The run id scopes message deduplication (message id = stage + run + key). A job that was
+   * interrupted or killed resumes under the same run, so what the new process re-publishes of
+   * the old one's work is deduplicated by the server; a job that finished starts a new run.
+   */
+  async #resumeRun(stateDir: string): Promise<void> {
+    this.#runFile = join(stateDir, 'run');
+    const previous = (await readFile(this.#runFile, 'utf8').catch(() => '')).trim();
+    if (/^r[0-9a-z]+$/.test(previous)) this.runId = previous;
+    else await writeFile(this.#runFile, this.runId);
   }
 
   #params(): Record<string, string> {
@@ -190,6 +207,7 @@ export class Supervisor {
       process.off('SIGTERM', onSignal);
       await this.#shutdown();
       if (mode === 'start' && !this.#escalation) this.nats.nc.publish(s.events('job', 'finished'), encode({ run: this.runId }));
+      if (this.#finished && this.#runFile) await rm(this.#runFile, { force: true });
       hb.unsubscribe();
       finished.unsubscribe();
       for (const c of control) c.unsubscribe();
@@ -280,6 +298,7 @@ export class Supervisor {
           await new WorkProducer(this.nats.js, this.def.name, { dedupeScope: this.runId }).publish('export', `${FINISH_KEY}${this.runId}`, { run: this.runId });
           continue;
         }
+        this.#finished = true;
         this.#stop('the job finished');
       }
     }

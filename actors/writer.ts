@@ -1,5 +1,5 @@
 import { codes, encode, TroupeError, type Delivery } from '../messages/mod.ts';
-import { FileSandbox, openStore, recordLedger, saveCheckpoint, WriterLease, type Store } from '../storage/mod.ts';
+import { appliedIds, FileSandbox, openStore, recordLedger, saveCheckpoint, WriterLease, type Store } from '../storage/mod.ts';
 import { dbPath, type ReplicaEnv } from './env.ts';
 import type { Item, Stage, WriteTx } from './pipeline.ts';
 import { StageActor } from './stage-actor.ts';
@@ -69,14 +69,19 @@ export class Writer extends StageActor {
   async #apply(batch: Delivery[]): Promise<void> {
     const lease = this.#lease!;
     lease.assertHeld();
-    const commands: Array<Item<unknown>> = [];
     const checkpoints: Array<{ name: string; cursor: unknown }> = [];
+    let fresh: Delivery[] = [];
     for (const d of batch) {
       if (d.env.key.startsWith(CHECKPOINT_KEY)) checkpoints.push(d.env.body as { name: string; cursor: unknown });
-      else commands.push({ key: d.env.key, body: d.env.body });
+      else fresh.push(d);
     }
+    const commands: Array<Item<unknown>> = [];
     const emits: Array<{ stage: Stage; item: Item<unknown> }> = [];
     await this.#store!.transaction(async (em) => {
+      // Redeliveries of messages committed before a crash (same envelope id) are acked, not applied again.
+      const applied = await appliedIds(em, 'write', fresh.filter((d) => d.attempt > 1).map((d) => d.env));
+      if (applied.size > 0) fresh = fresh.filter((d) => !applied.has(d.env.id));
+      for (const d of fresh) commands.push({ key: d.env.key, body: d.env.body });
       const tx: WriteTx = {
         ...this.ctx, em,
         files: {
@@ -87,8 +92,7 @@ export class Writer extends StageActor {
       };
       if (commands.length > 0) await this.env.def.writer.apply(commands, tx);
       for (const c of checkpoints) await saveCheckpoint(em, c.name, c.cursor);
-      await recordLedger(em, batch.filter((d) => !d.env.key.startsWith(CHECKPOINT_KEY))
-        .map((d) => ({ key: d.env.key, stage: 'write', status: 'done', attempts: d.attempt })));
+      await recordLedger(em, fresh.map((d) => ({ key: d.env.key, stage: 'write', status: 'done', attempts: d.attempt, lastId: d.env.id })));
       lease.assertHeld(); // fencing: never commit after the lease is gone
     });
     const byStage = new Map<Stage, Array<Item<unknown>>>();

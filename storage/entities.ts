@@ -18,6 +18,8 @@ export const TroupeLedger = defineEntity({
     status: p.string(),
     attempts: p.integer(),
     lastError: p.text().nullable(),
+    /** Envelope id of the message last applied for this key: a redelivery of it is skipped. */
+    lastId: p.string().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
   },

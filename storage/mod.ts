@@ -1,6 +1,6 @@
 // The Writer's world, public surface: the database, the output folder and the Writer lease.
 export {
-  openStore, Store, recordLedger, saveCheckpoint, loadCheckpoint, ledgerCounts, isDone,
+  openStore, Store, recordLedger, appliedIds, saveCheckpoint, loadCheckpoint, ledgerCounts, isDone,
   type EntityList, type LedgerEntry, type StoreOptions,
 } from './store.ts';
 export { TroupeLedger, TroupeCheckpoint, troupeEntities } from './entities.ts';

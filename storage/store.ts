@@ -128,6 +128,8 @@ export interface LedgerEntry {
   attempts: number;
   /** Cleared when left out, so a later success does not carry an old error. */
   lastError?: string | null;
+  /** Envelope id of the message applied (see {@link appliedIds}). */
+  lastId?: string | null;
 }
 
 /**
@@ -142,16 +144,30 @@ export async function recordLedger(em: EntityManager, entries: ReadonlyArray<Led
   // one timestamp per batch instead of two Date objects per row measurably helps the Writer.
   const now = Date.now();
   return runUpsert(db, LEDGER_UPSERT, entries, (params, e) => {
-    params.push(e.key, e.stage, e.status, e.attempts, e.lastError ?? null, now, now);
+    params.push(e.key, e.stage, e.status, e.attempts, e.lastError ?? null, e.lastId ?? null, now, now);
   });
 }
 
 const LEDGER_UPSERT: UpsertPlan = {
   table: 'troupe_ledger',
-  columns: ['key', 'stage', 'status', 'attempts', 'last_error', 'created_at', 'updated_at'],
+  columns: ['key', 'stage', 'status', 'attempts', 'last_error', 'last_id', 'created_at', 'updated_at'],
   conflict: ['key', 'stage'],
-  updates: ['status', 'attempts', 'last_error', 'updated_at'].map((c) => `${c} = excluded.${c}`),
+  updates: ['status', 'attempts', 'last_error', 'last_id', 'updated_at'].map((c) => `${c} = excluded.${c}`),
 };
+
+/**
+ * Which of these messages (by envelope id) were already applied at `stage`: a message the
+ * Writer committed but could not ack before it died comes back with the same id, and must
+ * not take effect twice. A key written again later (a new message) has a new id.
+ */
+export async function appliedIds(em: EntityManager, stage: string, messages: ReadonlyArray<{ key: string; id: string }>): Promise<Set<string>> {
+  if (messages.length === 0) return new Set();
+  const db = await databaseOf(em);
+  const rows = prepared(db, 'select last_id from troupe_ledger where stage = ? and key in (select value from json_each(?))')
+    .all(stage, JSON.stringify(messages.map((m) => m.key))) as Array<{ last_id: string | null }>;
+  const ids = new Set(messages.map((m) => m.id));
+  return new Set(rows.map((r) => r.last_id).filter((id): id is string => id !== null && ids.has(id)));
+}
 
 /** Saves `cursor` (anything JSON can hold) under `name`, inside the caller's transaction. */
 export async function saveCheckpoint(em: EntityManager, name: string, cursor: unknown): Promise<void> {

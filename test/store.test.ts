@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { defineEntity, p } from '@mikro-orm/sqlite';
 import { codes } from '../messages/mod.ts';
 import {
-  isDone, ledgerCounts, loadCheckpoint, openStore, recordLedger, saveCheckpoint, TroupeLedger, upsertRows, type Store,
+  appliedIds, isDone, ledgerCounts, loadCheckpoint, openStore, recordLedger, saveCheckpoint, TroupeLedger, upsertRows, type Store,
 } from '../storage/mod.ts';
 import { tempDir } from './helpers/nats.ts';
 
@@ -59,7 +59,7 @@ test('store - creates the user and troupe tables in one file', async (t) => {
     .map((r) => r.name);
   t.deepEqual(tables, ['note', 'troupe_checkpoint', 'troupe_ledger']);
   const cols = (store.db.prepare('pragma table_info(troupe_ledger)').all() as Array<{ name: string; pk: number }>);
-  t.deepEqual(cols.map((c) => c.name), ['key', 'stage', 'status', 'attempts', 'last_error', 'created_at', 'updated_at']);
+  t.deepEqual(cols.map((c) => c.name), ['key', 'stage', 'status', 'attempts', 'last_error', 'last_id', 'created_at', 'updated_at']);
   t.deepEqual(cols.filter((c) => c.pk > 0).map((c) => c.name), ['key', 'stage']);
   await store.close();
 });
@@ -203,4 +203,19 @@ test('upsertRows - an entity with a relation goes through the query builder and 
   await store.transaction((em) => upsertRows(em, Book, [{ key: 'b1', title: 'First, revised', author: 'a1' }]));
   const books = store.db.prepare('select * from book').all();
   t.deepEqual(books, [{ key: 'b1', title: 'First, revised', author_key: 'a1' }]);
+});
+
+test('store - appliedIds finds the messages already applied, by envelope id', async (t) => {
+  const { store } = await fresh();
+  await store.transaction((em) => recordLedger(em, [
+    { key: 'a', stage: 'write', status: 'done', attempts: 1, lastId: 'id-a1' },
+    { key: 'b', stage: 'write', status: 'done', attempts: 1, lastId: 'id-b1' },
+  ]));
+  const seen = await store.transaction((em) => appliedIds(em, 'write', [
+    { key: 'a', id: 'id-a1' }, // the same message redelivered: applied
+    { key: 'b', id: 'id-b2' }, // a new message for the same key: not applied
+    { key: 'c', id: 'id-c1' }, // never seen
+  ]));
+  t.deepEqual([...seen], ['id-a1']);
+  await store.close();
 });
