@@ -152,6 +152,9 @@ export class Supervisor {
     const out: Record<string, string> = {};
     for (const [k, spec] of Object.entries(declared)) {
       const v = given[k] ?? spec.default;
+      if (v === undefined && spec.required) throw option(`--${k} is required by pipeline ${this.def.name}: ${spec.description}`);
+      const problem = v === undefined ? undefined : spec.check?.(v);
+      if (problem) throw option(problem);
       if (v !== undefined) out[k] = v;
     }
     return out;

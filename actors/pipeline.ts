@@ -146,6 +146,14 @@ export interface RoleOptions extends StageLimits {
 export interface ParamSpec {
   description: string;
   default?: string;
+  /** Refuse to start without a value (given or default). @default false */
+  required?: boolean;
+  /**
+   * Checks the value before any replica starts (in `troupe start` and `troupe worker`):
+   * returns what is wrong with it, naming the option (`--root /x is not a directory`), or
+   * undefined. A bad value then stops the command at once with exit 1.
+   */
+  check?: (value: string) => string | undefined;
 }
 
 export interface PipelineDefinition<S = any, G = any, W = any, E = any> {
@@ -225,6 +233,9 @@ export function validatePipeline(def: PipelineDefinition): PipelineDefinition {
   }
   if ((def.roles?.writer?.replicas ?? 1) !== 1) throw bad('pipeline.roles.writer.replicas must be 1: a pipeline has exactly one Writer');
   if ((def.roles?.scanner?.replicas ?? 1) !== 1) throw bad('pipeline.roles.scanner.replicas must be 1');
+  for (const [k, spec] of Object.entries(def.params ?? {})) {
+    if (spec?.check !== undefined && typeof spec.check !== 'function') throw bad(`pipeline.params.${k}.check must be a function`);
+  }
   positiveInt(def.restarts?.maxRestarts, 'pipeline.restarts.maxRestarts');
   positiveInt(def.restarts?.withinMs, 'pipeline.restarts.withinMs');
   return def;
