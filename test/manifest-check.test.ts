@@ -4,6 +4,7 @@ import test from 'ava';
 import Database from 'better-sqlite3';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,10 +36,10 @@ async function temp(): Promise<string> {
 interface Exit { code: number | null; stderr: string }
 
 /** Runs `troupe start` on the example to its end (killing it past the timeout). */
-function check(root: string, out: string): Promise<Exit> {
+function check(root: string, out: string, extra: string[] = []): Promise<Exit> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.TROUPE_NATS_URL;
-  const child = spawn(process.execPath, ['cli.ts', 'start', PIPELINE, '--root', root, '--out', out, '--progress', 'plain'],
+  const child = spawn(process.execPath, ['cli.ts', 'start', PIPELINE, '--root', root, '--out', out, '--progress', 'plain', ...extra],
     { cwd: ROOT, env, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
   children.add(child.pid!);
   let stderr = '';
@@ -165,6 +166,20 @@ test('manifest-check - a missing or non-directory --root is refused, naming it',
   t.true(a.stderr.includes(`--root ${missing} does not exist`), a.stderr);
   t.is(b.code, 1);
   t.true(b.stderr.includes(`--root ${file} is not a directory`), b.stderr);
+  // Refused before anything starts: not even the output folder is made.
+  t.false(existsSync(join(dir, 'out-a')));
+});
+
+test('manifest-check - a bad --page or --hash is refused, naming it', async (t) => {
+  const dir = await temp();
+  const [page, hash] = await Promise.all([
+    check(dir, join(dir, 'out-a'), ['--page', '0']),
+    check(dir, join(dir, 'out-b'), ['--hash', 'some']),
+  ]);
+  t.is(page.code, 1);
+  t.true(page.stderr.includes('--page must be an integer from 1 to 10000 (got "0")'), page.stderr);
+  t.is(hash.code, 1);
+  t.true(hash.stderr.includes('--hash must be "changed" or "all" (got "some")'), hash.stderr);
 });
 
 test('manifest-check - the walk is sorted per folder and resumes after a cursor without revisiting', async (t) => {

@@ -11,21 +11,27 @@ import { definePipeline, type Item, type ScanContext } from '../../actors/mod.ts
 import { codes, TroupeError } from '../../messages/mod.ts';
 import type { Cursor, FileRef, Known, WriteCommand } from './commands.ts';
 import { CheckRun, ManifestChange, ManifestFile, Meta } from './entities.ts';
-import { checkRoot, walkFiles } from './walk.ts';
+import { checkRoot, rootProblem, walkFiles } from './walk.ts';
 import { applyCommands } from './write.ts';
 
 const MAX_PAGE = 10_000;
 
-function pageSize(params: Readonly<Record<string, string>>): number {
-  const n = Number(params.page);
-  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_PAGE) throw new TroupeError(codes.BAD_OPTION, `--page must be an integer from 1 to ${MAX_PAGE} (got "${params.page}")`);
-  return n;
+function pageProblem(value: string): string | undefined {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_PAGE) return `--page must be an integer from 1 to ${MAX_PAGE} (got "${value}")`;
+  return undefined;
 }
 
-function hashMode(params: Readonly<Record<string, string>>): 'changed' | 'all' {
-  const mode = params.hash;
-  if (mode !== 'changed' && mode !== 'all') throw new TroupeError(codes.BAD_OPTION, `--hash must be "changed" or "all" (got "${mode}")`);
-  return mode;
+function hashProblem(value: string): string | undefined {
+  return value === 'changed' || value === 'all' ? undefined : `--hash must be "changed" or "all" (got "${value}")`;
+}
+
+/** Checks a parameter once more where it is used (the supervisor checked it at start). */
+function param(params: Readonly<Record<string, string>>, name: string, problem: (v: string) => string | undefined): string {
+  const value = params[name] ?? '';
+  const p = problem(value);
+  if (p) throw new TroupeError(codes.BAD_OPTION, p);
+  return value;
 }
 
 /** The cursor to go on from: the checkpointed one, or the start of a new check (epoch). */
@@ -64,18 +70,20 @@ async function sha256File(path: string, signal: AbortSignal): Promise<string> {
 export default definePipeline<FileRef, WriteCommand>({
   name: 'manifest-check',
   params: {
-    root: { description: 'the directory tree to check (required)' },
-    page: { description: `files per Scanner page (1–${MAX_PAGE}); the cursor is checkpointed after each`, default: '500' },
-    hash: { description: '"changed": hash only files whose size or mtime differ from the manifest; "all": hash every file', default: 'changed' },
+    root: { description: 'the directory tree to check', required: true, check: rootProblem },
+    page: { description: `files per Scanner page (1–${MAX_PAGE}); the cursor is checkpointed after each`, default: '500', check: pageProblem },
+    hash: {
+      description: '"changed": hash only files whose size or mtime differ from the manifest; "all": hash every file',
+      default: 'changed', check: hashProblem,
+    },
   },
 
   scanner: {
     // A sorted walk of the tree; the cursor is the last path emitted, so a restarted job
     // skips what it had queued without reading it again. Each check is one epoch.
     async *scan(ctx) {
-      const root = await checkRoot(ctx.params.root);
-      const page = pageSize(ctx.params);
-      hashMode(ctx.params);
+      const root = checkRoot(ctx.params.root);
+      const page = Number(param(ctx.params, 'page', pageProblem));
       const cursor = await startCursor(ctx);
       if (cursor.after) ctx.log(`check ${cursor.epoch}: resuming after ${cursor.after}`);
       let paths: string[] = [];
@@ -101,7 +109,7 @@ export default definePipeline<FileRef, WriteCommand>({
   generator: {
     async generate({ key, body: f }, ctx): Promise<Array<Item<WriteCommand>>> {
       const base = { kind: 'file', path: f.path, size: f.size, mtimeMs: f.mtimeMs, epoch: f.epoch } as const;
-      if (hashMode(ctx.params) === 'changed' && f.known && f.known.size === f.size && f.known.mtimeMs === f.mtimeMs) {
+      if (param(ctx.params, 'hash', hashProblem) === 'changed' && f.known && f.known.size === f.size && f.known.mtimeMs === f.mtimeMs) {
         return [{ key, body: { ...base, sha256: f.known.sha256, hashed: false } }];
       }
       try {

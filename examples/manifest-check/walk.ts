@@ -1,18 +1,23 @@
 // A lazy, sorted, resumable directory walk.
-import { readdir, stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { codes, TroupeError } from '../../messages/mod.ts';
 
-/**
- * Resolves `--root` and checks that it is a directory; the error names the value given.
- */
-export async function checkRoot(root: string | undefined): Promise<string> {
-  if (!root) throw new TroupeError(codes.BAD_OPTION, '--root is required: the directory tree to check');
-  const abs = resolve(root);
-  const st = await stat(abs).catch(() => undefined);
-  if (!st) throw new TroupeError(codes.BAD_OPTION, `--root ${root} does not exist`);
-  if (!st.isDirectory()) throw new TroupeError(codes.BAD_OPTION, `--root ${root} is not a directory`);
-  return abs;
+/** What is wrong with `--root` (missing, not a directory), naming the value given; undefined if fine. */
+export function rootProblem(root: string | undefined): string | undefined {
+  if (!root) return '--root is required: the directory tree to check';
+  const st = statSync(resolve(root), { throwIfNoEntry: false });
+  if (!st) return `--root ${root} does not exist`;
+  if (!st.isDirectory()) return `--root ${root} is not a directory`;
+  return undefined;
+}
+
+/** Resolves `--root`, throwing when it is not a directory. */
+export function checkRoot(root: string | undefined): string {
+  const problem = rootProblem(root);
+  if (problem) throw new TroupeError(codes.BAD_OPTION, problem);
+  return resolve(root!);
 }
 
 export interface WalkOptions {
