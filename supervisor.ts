@@ -320,13 +320,11 @@ export class Supervisor {
     }
     const views: StageView[] = [];
     for (const stage of stageConfigs(this.def).keys()) {
-      const [info, cinfo] = await Promise.all([
-        this.nats.jsm.streams.info(s.workStream(stage)),
-        this.nats.jsm.consumers.info(s.workStream(stage), s.consumer(stage)),
-      ]);
+      // Counted from the consumer, not the stream: after a crash nats-server 2.9 can keep
+      // messages its consumer already acked, which would count as queued for ever.
+      const cinfo = await this.nats.jsm.consumers.info(s.workStream(stage), s.consumer(stage));
       const t = totals.get(stage) ?? { done: 0, retried: 0, dead: 0, replicas: 0 };
-      const inFlight = cinfo.num_ack_pending;
-      views.push({ stage, done: t.done, retried: t.retried, dead: t.dead, replicas: t.replicas, inFlight, queued: Math.max(0, info.state.messages - inFlight) });
+      views.push({ stage, done: t.done, retried: t.retried, dead: t.dead, replicas: t.replicas, inFlight: cinfo.num_ack_pending, queued: cinfo.num_pending });
     }
     const scan = totals.get('scan');
     if (scan) views.unshift({ stage: 'scan', done: scan.done, retried: 0, dead: 0, replicas: scan.replicas, inFlight: 0, queued: 0 });

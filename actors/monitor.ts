@@ -61,7 +61,7 @@ export async function pipelineStatus(nc: NatsConnection, pipeline: string, sampl
   const sample = async () => Promise.all(names.map(async (stage) => {
     const info = await jsm.streams.info(s.workStream(stage));
     const c = await jsm.consumers.info(s.workStream(stage), s.consumer(stage));
-    return { stage, messages: info.state.messages, lastSeq: info.state.last_seq, pending: c.num_ack_pending, redelivered: c.num_redelivered };
+    return { stage, messages: info.state.messages, lastSeq: info.state.last_seq, queued: c.num_pending, pending: c.num_ack_pending, redelivered: c.num_redelivered };
   }));
   const first = await sample();
   await sleep(sampleMs);
@@ -75,7 +75,7 @@ export async function pipelineStatus(nc: NatsConnection, pipeline: string, sampl
     stages: second.map((b, i) => {
       const a = first[i]!;
       const done = b.lastSeq - b.messages;
-      return { stage: b.stage, queued: Math.max(0, b.messages - b.pending), inFlight: b.pending, done, redelivered: b.redelivered,
+      return { stage: b.stage, queued: b.queued, inFlight: b.pending, done, redelivered: b.redelivered,
         ratePerSec: Math.max(0, Math.round((done - (a.lastSeq - a.messages)) * 1000 / sampleMs)) };
     }),
     deadLetters: dead,

@@ -121,8 +121,10 @@ export class Scanner extends Lifecycle {
   /** True when no work stage holds a message (queued or un-acked). */
   async #idle(): Promise<boolean> {
     for (const stage of stageConfigs(this.env.def).keys()) {
-      const info = await this.env.nats.jsm.streams.info(this.env.producer.subjects.workStream(stage));
-      if (info.state.messages > 0) return false;
+      // The consumer's counts, not the stream's (see Supervisor#views).
+      const subjects = this.env.producer.subjects;
+      const c = await this.env.nats.jsm.consumers.info(subjects.workStream(stage), subjects.consumer(stage));
+      if (c.num_pending + c.num_ack_pending > 0) return false;
     }
     return true;
   }

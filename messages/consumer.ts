@@ -29,8 +29,14 @@ export interface ConsumerOptions {
   retryBaseMs?: number;
   /** @default 30_000 */
   retryMaxMs?: number;
-  /** How long one pull waits for messages before asking again, ms. @default 1_000 */
+  /** How long one pull request stays open, ms. @default 5_000 */
   pullExpiresMs?: number;
+  /**
+   * Messages the client may buffer beyond those held, so that a freed slot is refilled at
+   * once. A replica holds at most `maxInFlight + prefetch` messages.
+   * @default min(maxInFlight, 256)
+   */
+  prefetch?: number;
 }
 
 /** A dead letter: the original message, why it failed and how often it was tried. */
@@ -57,11 +63,11 @@ export interface ConsumerStats {
 
 export type Outcome = { kind: 'done' | 'retried' | 'dead'; key: string | null; error?: WireError; attempt: number };
 
-const defaults = Object.freeze({ maxInFlight: 64, batchSize: 1, batchWaitMs: 20, retryBaseMs: 500, retryMaxMs: 30_000, pullExpiresMs: 1_000 });
+const defaults = Object.freeze({ maxInFlight: 64, batchSize: 1, batchWaitMs: 20, retryBaseMs: 500, retryMaxMs: 30_000, pullExpiresMs: 5_000 });
 
 /**
- * The consume loop of one replica of one stage. Pulls only as many messages as it has free
- * slots (so it never holds more than `maxInFlight`), acks each message only after the
+ * The consume loop of one replica of one stage. Handles at most `maxInFlight` messages at
+ * once and buffers at most `prefetch` more, acks each message only after the
  * handler resolved (its effect is durable), keeps long handlers alive with `working()`,
  * naks retryable failures with a growing delay and sends permanent failures, bad messages
  * and exhausted retries to the dead-letter subject.
@@ -72,7 +78,8 @@ export class WorkConsumer {
   readonly stats: ConsumerStats = { done: 0, retried: 0, dead: 0, inFlight: 0, peakInFlight: 0 };
   readonly #js: JetStreamClient;
   readonly #handler: BatchHandler;
-  readonly #opts: Required<ConsumerOptions>;
+  readonly #opts: Required<Omit<ConsumerOptions, 'prefetch'>>;
+  readonly #prefetch: number;
   readonly #abort = new AbortController();
   #onOutcome: ((o: Outcome) => void) | undefined;
   #batch: JsMsg[] = [];
@@ -93,6 +100,7 @@ export class WorkConsumer {
     this.#handler = handler;
     this.#opts = { ...defaults, ...options };
     if (this.#opts.batchSize > this.#opts.maxInFlight) this.#opts.batchSize = this.#opts.maxInFlight;
+    this.#prefetch = options.prefetch ?? Math.min(this.#opts.maxInFlight, 256);
   }
 
   /** Called after each message is settled (for events and progress). */
@@ -112,6 +120,7 @@ export class WorkConsumer {
   /** Stops pulling, finishes what it holds, resolves when every held message is settled. */
   async drain(): Promise<void> {
     this.#stopping = true;
+    this.#pullIter?.stop();
     this.#wake();
     await this.#loop;
     this.#flushBatch();
@@ -130,25 +139,29 @@ export class WorkConsumer {
 
   async #pull(consumer: Consumer): Promise<void> {
     const { maxInFlight, batchSize, pullExpiresMs } = this.#opts;
+    const full = () => this.stats.inFlight >= maxInFlight ||
+      // Batched handlers run one batch at a time: hold no more than the next batch meanwhile.
+      (batchSize > 1 && this.#batchesRunning > 0 && this.#batch.length >= batchSize);
     while (!this.#stopping) {
-      // Batched handlers run one batch at a time; free slots exclude the batch being filled.
-      const busy = this.stats.inFlight;
-      const free = maxInFlight - busy;
-      if (free <= 0 || (batchSize > 1 && this.#batchesRunning > 0 && this.#batch.length >= batchSize)) {
-        await this.#waitSlot();
-        continue;
-      }
-      let iter;
       try {
-        iter = await consumer.fetch({ max_messages: free, expires: pullExpiresMs });
+        // consume() keeps pull requests open and re-pulls as the buffer drains, so free slots
+        // are refilled without a round trip; the buffer is bounded by `prefetch`.
+        const iter = await consumer.consume({ max_messages: this.#prefetch, expires: pullExpiresMs });
         this.#pullIter = iter;
-        for await (const m of iter) this.#take(m);
-        this.#pullIter = undefined;
+        if (this.#stopping) iter.stop();
+        for await (const m of iter) {
+          while (full() && !this.#stopping) await this.#waitSlot();
+          // Buffered messages still yielded after stop() go straight back to the server.
+          if (this.#stopping) m.nak();
+          else this.#take(m);
+        }
       } catch (err) {
         if (this.#stopping) break;
         // A pull can fail while the server restarts; the connection reconnects on its own.
+        console.error(`troupe: pulling stage ${this.stage.name} failed, retrying: ${(err as Error).message}`);
         await sleep(250);
-        void err;
+      } finally {
+        this.#pullIter = undefined;
       }
     }
   }

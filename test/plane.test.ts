@@ -82,9 +82,9 @@ test('backpressure - concurrent publishers are bounded by maxPending', async (t)
   const consumer = new WorkConsumer(nats.js, pipeline, cfg, async (b) => b.map(() => undefined));
   await consumer.start();
   await all;
-  await consumer.drain();
   t.is(producer.held, 0);
-  t.is(consumer.stats.done, 30);
+  await until(() => consumer.stats.done === 30, 10_000, 'all 30 handled');
+  await consumer.drain();
 });
 
 test('redelivery - a consumer closed mid-message leaves it to be handled once more', async (t) => {
