@@ -6,7 +6,9 @@ const stores = new WeakMap<ReplicaEnv, Promise<BodyStore>>();
 export function bodyStore(env: ReplicaEnv): Promise<BodyStore> {
   let s = stores.get(env);
   if (!s) {
-    s = BodyStore.open(env.nats.nc, env.def.name);
+    // Bodies are read once downstream; a day's TTL bounds the bucket without a delete that a
+    // redelivered message could still need.
+    s = BodyStore.open(env.nats.nc, env.def.name, { ttlMs: 24 * 3600_000 });
     stores.set(env, s);
   }
   return s;

@@ -1,4 +1,5 @@
 import type { EntitySchema } from '@mikro-orm/core';
+import { availableParallelism } from 'node:os';
 import type { EntityManager } from '@mikro-orm/sqlite';
 import { codes, TroupeError, checkName, type StageLimits } from '../messages/mod.ts';
 
@@ -196,7 +197,8 @@ export function nextStage(def: PipelineDefinition, role: 'scanner' | 'fetcher' |
   return STAGE_OF[r];
 }
 
-const DEFAULT_REPLICAS: Record<Role, number> = { scanner: 1, fetcher: 1, generator: 1, writer: 1, exporter: 1 };
+// Generators default to one thread per core: CPU work is what they are for.
+const DEFAULT_REPLICAS: Record<Role, number> = { scanner: 1, fetcher: 1, generator: availableParallelism(), writer: 1, exporter: 1 };
 const DEFAULT_IN_FLIGHT: Record<Role, number> = { scanner: 1, fetcher: 64, generator: 4, writer: 1000, exporter: 16 };
 
 export function replicasOf(def: PipelineDefinition, role: Role): number {
