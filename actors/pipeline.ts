@@ -1,5 +1,6 @@
 import type { EntitySchema } from '@mikro-orm/core';
 import { availableParallelism } from 'node:os';
+import type { FetchRequest, FetchResponse } from './fetcher/http.ts';
 import type { EntityManager } from '@mikro-orm/sqlite';
 import { codes, TroupeError, checkName, type StageLimits } from '../messages/mod.ts';
 
@@ -56,19 +57,10 @@ export interface ScannerSpec<S> {
   scan(ctx: ScanContext): AsyncIterable<ScanPage<S>>;
 }
 
-export interface FetchRequest {
-  url: string;
-  method?: string;
-  headers?: Record<string, string>;
-  body?: string | Uint8Array;
-}
+export type { FetchRequest };
 
-export interface FetchedResponse {
-  url: string;
-  status: number;
-  headers: Record<string, string>;
-  body: Uint8Array;
-}
+/** A response as it reaches the Generator (the Fetcher's, without its timing). */
+export type FetchedResponse = Omit<FetchResponse, 'attempts' | 'ms'>;
 
 /**
  * What a Generator receives from a Fetcher: the item and its response, or — when the
