@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CheckReport } from '../examples/manifest-check/report.ts';
 import { walkFiles } from '../examples/manifest-check/walk.ts';
-import { tempDir } from './helpers/nats.ts';
+import { tempDir, until } from './helpers/nats.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PIPELINE = 'examples/manifest-check/pipeline.ts';
@@ -35,8 +35,8 @@ async function temp(): Promise<string> {
 
 interface Exit { code: number | null; stderr: string }
 
-/** Runs `troupe start` on the example to its end (killing it past the timeout). */
-function check(root: string, out: string, extra: string[] = []): Promise<Exit> {
+/** Starts `troupe start` on the example; `exited` resolves at its end (it is killed past the timeout). */
+function start(root: string, out: string, extra: string[] = []): { pid: number; exited: Promise<Exit> } {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.TROUPE_NATS_URL;
   const child = spawn(process.execPath, ['cli.ts', 'start', PIPELINE, '--root', root, '--out', out, '--progress', 'plain', ...extra],
@@ -44,7 +44,7 @@ function check(root: string, out: string, extra: string[] = []): Promise<Exit> {
   children.add(child.pid!);
   let stderr = '';
   child.stderr!.on('data', (d) => { stderr += d; });
-  return new Promise((resolve) => {
+  const exited = new Promise<Exit>((resolve) => {
     const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, RUN_TIMEOUT_MS);
     child.on('exit', (code) => {
       clearTimeout(timer);
@@ -52,13 +52,19 @@ function check(root: string, out: string, extra: string[] = []): Promise<Exit> {
       resolve({ code, stderr });
     });
   });
+  return { pid: child.pid!, exited };
 }
 
-/** A tree of 500 files: 5 folders × 4 subfolders × 25 files. */
-async function makeTree(): Promise<{ root: string; files: string[] }> {
+/** Runs `troupe start` on the example to its end. */
+function check(root: string, out: string, extra: string[] = []): Promise<Exit> {
+  return start(root, out, extra).exited;
+}
+
+/** A tree of `folders` × 4 subfolders × 25 files (500 by default). */
+async function makeTree(folders = 5): Promise<{ root: string; files: string[] }> {
   const root = join(await temp(), 'tree');
   const files: string[] = [];
-  for (let a = 0; a < 5; a++) {
+  for (let a = 0; a < folders; a++) {
     for (let b = 0; b < 4; b++) {
       const dir = join(root, `d${a}`, `s${b}`);
       await mkdir(dir, { recursive: true });
@@ -70,6 +76,19 @@ async function makeTree(): Promise<{ root: string; files: string[] }> {
     }
   }
   return { root, files };
+}
+
+function rowCount(out: string): number {
+  const path = join(out, 'manifest-check.db');
+  if (!existsSync(path)) return 0;
+  const db = new Database(path, { readonly: true });
+  try {
+    return (db.prepare('select count(*) as n from manifest').get() as { n: number } | undefined)?.n ?? 0;
+  } catch {
+    return 0; // not created yet
+  } finally {
+    db.close();
+  }
 }
 
 function manifest(out: string): Array<{ path: string; size: number; sha256: string | null; epoch: number; status: string }> {
@@ -154,6 +173,26 @@ test('manifest-check - a second check reports exactly the changed, missing and a
     t.is(rows.get(p)?.sha256, await sha256(join(root, p)));
   }
   t.is([...rows.values()].filter((r) => r.status === 'unchanged' && r.epoch === 2).length, 495);
+});
+
+test('manifest-check - an interrupted check resumes after its cursor and counts every file once', async (t) => {
+  const { root, files } = await makeTree(20); // 2,000 files
+  const out = await temp();
+  const first = start(root, out, ['--page', '50']);
+  await until(() => rowCount(out) >= 100, 60_000, 'the first rows of the manifest');
+  process.kill(first.pid, 'SIGINT');
+  const stopped = await first.exited;
+  t.is(stopped.code, 0, stopped.stderr);
+  t.false(existsSync(join(out, 'report.json')), 'the check was interrupted before its end');
+
+  const second = await check(root, out, ['--page', '50']);
+  t.is(second.code, 0, second.stderr);
+  t.regex(second.stderr, /check 1: resuming after d\d+\/s\d\/f\d+\.txt/);
+  const { json } = await report(out);
+  t.deepEqual(json.counts, { seen: 2000, added: 2000, changed: 0, unchanged: 0, unreadable: 0, missing: 0 });
+  t.true(json.instrumentation.resumed);
+  t.is(json.instrumentation.hashedFiles, 2000, 'hashes counted once per file');
+  t.deepEqual(manifest(out).map((r) => r.path), [...files].sort());
 });
 
 test('manifest-check - a missing or non-directory --root is refused, naming it', async (t) => {

@@ -24,10 +24,10 @@ export interface Cursor {
   /** When this epoch's scan began (ms since the epoch) and the process RSS then. */
   startedAt: number;
   rssStart: number;
-  /** The troupe run that began the epoch: another run at finish means it was resumed. */
-  run: string;
+  /** The process that began the epoch: another one at the end means the check was resumed. */
+  pid: number;
 }
 
 export type WriteCommand =
   | { kind: 'file'; path: string; size: number; mtimeMs: number; epoch: number; sha256: string | null; hashed: boolean; error?: string }
-  | { kind: 'finish'; epoch: number; root: string; startedAt: number; rssStart: number; resumed: boolean };
+  | { kind: 'finish'; epoch: number; root: string; startedAt: number; rssStart: number; pid: number };

@@ -39,7 +39,7 @@ async function startCursor(ctx: ScanContext): Promise<Cursor> {
   const completed = Number((await ctx.query<{ value: string }>("select value from meta where key = 'completed_epoch'"))[0]?.value ?? 0);
   const saved = ctx.cursor as Cursor | undefined;
   if (saved && saved.epoch > completed) return saved;
-  return { epoch: completed + 1, after: null, startedAt: Date.now(), rssStart: process.memoryUsage.rss(), run: ctx.run };
+  return { epoch: completed + 1, after: null, startedAt: Date.now(), rssStart: process.memoryUsage.rss(), pid: process.pid };
 }
 
 /** Stats a page of paths and attaches what the manifest knows of each. */
@@ -138,7 +138,7 @@ export default definePipeline<FileRef, WriteCommand>({
       if (!row) return;
       const cursor = JSON.parse(row.cursor) as Cursor;
       yield { key: `finish:${cursor.epoch}`, body: {
-        kind: 'finish', epoch: cursor.epoch, root: resolve(ctx.params.root!), startedAt: cursor.startedAt, rssStart: cursor.rssStart, resumed: cursor.run !== ctx.run,
+        kind: 'finish', epoch: cursor.epoch, root: resolve(ctx.params.root!), startedAt: cursor.startedAt, rssStart: cursor.rssStart, pid: cursor.pid,
       } };
     },
   },

@@ -28,7 +28,7 @@ export interface CheckReport {
     rssDeltaBytes: number;
     /** Highest RSS seen by the Writer (sampled once per batch). */
     rssPeakBytes: number;
-    /** The check was interrupted and resumed by a later run: duration includes the pause. */
+    /** The check was interrupted and resumed by another process: duration includes the pause, the RSS delta compares two processes. */
     resumed: boolean;
   };
   /** Up to `listLimit` entries of each kind, by path; `counts` has the totals. */

@@ -96,7 +96,8 @@ async function finishCheck(f: FinishCommand, db: SqliteDatabase, tx: WriteTx): P
       rssEndBytes: rssEnd,
       rssDeltaBytes: rssEnd - f.rssStart,
       rssPeakBytes: run.rssPeak,
-      resumed: f.resumed,
+      // The Writer runs in the `troupe start` process, as the Scanner does.
+      resumed: f.pid !== process.pid,
     },
     listLimit: LIST_LIMIT,
     added: changesOf.all(f.epoch, 'added', LIST_LIMIT) as ChangeEntry[],
