@@ -91,10 +91,12 @@ export interface FetcherSpec<S> {
 }
 
 export interface GeneratorSpec<G, W> {
-  /** Derives write commands from one input. Runs on the replica's worker thread. */
+  /**
+   * Derives write commands from one input. Runs on the replica's worker thread; up to
+   * `roles.generator.maxInFlight` inputs overlap per replica (for async work such as a remote
+   * model API), and each replica is a thread of its own (for CPU work).
+   */
   generate(input: Item<G>, ctx: JobContext): Array<Item<W>> | Promise<Array<Item<W>>>;
-  /** Inputs handled at once per replica (for async work such as a remote model). @default 1 */
-  concurrency?: number;
 }
 
 /** What the Writer's `apply` gets: the transaction, the file sandbox and follow-up emission. */
@@ -219,7 +221,6 @@ export function validatePipeline(def: PipelineDefinition): PipelineDefinition {
   if (def.fetcher && typeof def.fetcher.request !== 'function') throw bad('pipeline.fetcher.request must be a function');
   if (def.generator && typeof def.generator.generate !== 'function') throw bad('pipeline.generator.generate must be a function');
   if (def.exporter && !def.exporter.export && !def.exporter.finish) throw bad('pipeline.exporter needs export or finish');
-  positiveInt(def.generator?.concurrency, 'pipeline.generator.concurrency');
   for (const [role, o] of Object.entries(def.roles ?? {})) {
     if (!ROLES.includes(role as Role)) throw bad(`pipeline.roles.${role} is not a role (roles: ${ROLES.join(', ')})`);
     if (def[role as Role] === undefined) throw bad(`pipeline.roles.${role} configures a role the pipeline does not define`);
