@@ -78,8 +78,10 @@ export class Writer extends StageActor {
     const commands: Array<Item<unknown>> = [];
     const emits: Array<{ stage: Stage; item: Item<unknown> }> = [];
     await this.#store!.transaction(async (em) => {
-      // Redeliveries of messages committed before a crash (same envelope id) are acked, not applied again.
-      const applied = await appliedIds(em, 'write', fresh.filter((d) => d.attempt > 1).map((d) => d.env));
+      // A message whose id the ledger already holds for its key was applied before (committed
+      // but not acked before a crash, or published again by a replayed or resumed upstream
+      // after the server's duplicate window): acked, not applied again.
+      const applied = await appliedIds(em, 'write', fresh.map((d) => d.env));
       if (applied.size > 0) fresh = fresh.filter((d) => !applied.has(d.env.id));
       for (const d of fresh) commands.push({ key: d.env.key, body: d.env.body });
       const tx: WriteTx = {

@@ -44,12 +44,14 @@ export interface EnvelopeInit<B> {
   body: B;
   attempt?: number;
   trace?: string | undefined;
+  /** The message id; a random one when not given (the producer derives it from run, stage and key). */
+  id?: string;
 }
 
 export function makeEnvelope<B>(init: EnvelopeInit<B>): Envelope<B> {
   const env: Envelope<B> = {
     v: ENVELOPE_VERSION,
-    id: randomUUID(),
+    id: init.id ?? randomUUID(),
     key: init.key,
     pipeline: init.pipeline,
     stage: init.stage,

@@ -82,7 +82,11 @@ export class WorkProducer {
 
   /** Publishes one item into `stage`; resolves when the server has stored it (or deduplicated it). */
   async publish(stage: string, key: string, body: unknown, options: PublishOptions = {}): Promise<{ duplicate: boolean }> {
-    const env = makeEnvelope({ pipeline: this.subjects.pipeline, stage, key, body, attempt: options.attempt ?? 1, trace: options.trace });
+    // The envelope id is the JetStream message id: the same item published again in the same
+    // run (a retry, a replayed handler, a resumed job) carries the same id, which the server
+    // deduplicates inside its window and the Writer's ledger recognises after it.
+    const id = messageId(stage, this.#opts.dedupeScope ? `${this.#opts.dedupeScope}\u0000${key}` : key);
+    const env = makeEnvelope({ pipeline: this.subjects.pipeline, stage, key, body, attempt: options.attempt ?? 1, trace: options.trace, id });
     const data = encodeEnvelope(env);
     if (data.byteLength > this.#opts.maxMessageSize) {
       throw new TroupeError(codes.TOO_LARGE,
@@ -94,7 +98,7 @@ export class WorkProducer {
     try {
       await this.#acquire();
       try {
-        return await this.#publishUntilStored(stage, key, data, options);
+        return await this.#publishUntilStored(stage, id, data, options);
       } finally {
         this.#release();
       }
@@ -103,9 +107,8 @@ export class WorkProducer {
     }
   }
 
-  async #publishUntilStored(stage: string, key: string, data: Uint8Array, options: PublishOptions): Promise<{ duplicate: boolean }> {
+  async #publishUntilStored(stage: string, msgID: string, data: Uint8Array, options: PublishOptions): Promise<{ duplicate: boolean }> {
     const subject = this.subjects.work(stage);
-    const msgID = messageId(stage, this.#opts.dedupeScope ? `${this.#opts.dedupeScope}\u0000${key}` : key);
     let backoff = this.#opts.minBackoffMs;
     for (;;) {
       options.signal?.throwIfAborted();

@@ -14,7 +14,11 @@ export interface StageLimits {
   maxBytes?: number;
   /** Largest single message in bytes. @default 1 MiB */
   maxMessageSize?: number;
-  /** Window in which a re-published key is deduplicated, ms. @default 120_000 */
+  /**
+   * Window in which the server deduplicates a re-published item, ms. Past it the Writer's
+   * ledger still recognises a message it applied; the window bounds the server's memory
+   * (it keeps every message id it saw within it). @default 30_000
+   */
   duplicateWindowMs?: number;
   /** Un-acked messages across all replicas of the stage. @default 1_000 */
   maxAckPending?: number;
@@ -30,7 +34,7 @@ export const stageDefaults: Readonly<Required<StageLimits>> = Object.freeze({
   maxMessages: 10_000,
   maxBytes: 256 * 1024 * 1024,
   maxMessageSize: 1024 * 1024,
-  duplicateWindowMs: 120_000,
+  duplicateWindowMs: 30_000,
   maxAckPending: 1_000,
   ackWaitMs: 30_000,
   maxAttempts: 5,
