@@ -7,4 +7,4 @@ export { ensureTopology, deleteTopology, stageConfig, stageDefaults, type StageC
 export { WorkProducer, isStreamFull, type ProducerOptions, type PublishOptions } from './producer.ts';
 export { WorkConsumer, type BatchHandler, type ConsumerOptions, type ConsumerStats, type DeadLetter, type Delivery, type Outcome } from './consumer.ts';
 export { NatsServer, findNatsServer, freePort, type NatsServerOptions } from './server.ts';
-export { openNats, type NatsHandle, type NatsOptions } from './connection.ts';
+export { openNats, CONNECTION_OPTIONS, type NatsHandle, type NatsOptions } from './connection.ts';

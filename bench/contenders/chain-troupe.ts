@@ -5,7 +5,7 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import {
-  decode, encode, ensureTopology, stageConfig, WorkConsumer, WorkProducer, type Delivery,
+  CONNECTION_OPTIONS, decode, encode, ensureTopology, stageConfig, WorkConsumer, WorkProducer, type Delivery,
 } from '../../messages/mod.ts';
 import { args, Completion, makeItem, percentiles, postGcHeap, report, round, rssOf, type BenchItem } from '../lib.ts';
 
@@ -22,7 +22,8 @@ interface Args {
 const a = args<Args>();
 const STAGES = ['s1', 's2', 's3', 's4', 's5'];
 const pipeline = `chain${process.pid}`;
-const conns = await Promise.all([...STAGES, 'source'].map((s) => connect({ servers: a.url, name: `bench ${s}` })));
+// troupe's own connection options (as openNats uses them in every replica).
+const conns = await Promise.all([...STAGES, 'source'].map((s) => connect({ ...CONNECTION_OPTIONS, servers: a.url, name: `bench ${s}` })));
 const jsm = await jetstreamManager(conns[0]!);
 await ensureTopology(jsm, pipeline, STAGES.map((s) => stageConfig(s, {})));
 const run = `r${Date.now().toString(36)}`;
