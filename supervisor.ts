@@ -6,7 +6,7 @@ import { codes, decode, encode, ensureTopology, openNats, TroupeError, WorkProdu
 import { stageConfigs } from './actors/env.ts';
 import { FINISH_KEY } from './actors/exporter.ts';
 import { replicasOf, rolesOf, STAGE_OF, type PipelineDefinition, type Role, type Stage } from './actors/pipeline.ts';
-import { Progress, type StageView } from './actors/progress.ts';
+import { itemsPerMessage, Progress, type StageView } from './actors/progress.ts';
 import { loadPipeline, type ReplicaConfig } from './actors/replica.ts';
 import type { ReplicaStats } from './actors/stage-actor.ts';
 import { ReplicaThread } from './actors/thread-handle.ts';
@@ -292,7 +292,7 @@ export class Supervisor {
       if (mode === 'worker') continue;
       const scanner = [...this.#threads.values()].find((t) => t.config.role === 'scanner');
       const exhausted = (scanner?.stats as { exhausted?: boolean } | undefined)?.exhausted === true;
-      const empty = views.every((v) => v.queued + v.inFlight === 0);
+      const empty = views.every((v) => v.messages === 0);
       idleChecks = exhausted && empty ? idleChecks + 1 : 0;
       if (idleChecks >= 2) {
         if (this.def.exporter?.finish && !finishSent) {
@@ -309,12 +309,13 @@ export class Supervisor {
 
   async #views(): Promise<StageView[]> {
     const s = new WorkProducer(this.nats.js, this.def.name).subjects;
-    const totals = new Map<string, { done: number; retried: number; dead: number; replicas: number }>();
+    const totals = new Map<string, { done: number; retried: number; dead: number; replicas: number; messages: number; items: number }>();
     const now = Date.now();
     for (const t of this.#threads.values()) if (t.stats) this.#heartbeats.set(t.stats.replica, { ...t.stats, ts: now });
     for (const hb of this.#heartbeats.values()) {
-      const cur = totals.get(hb.stage) ?? { done: 0, retried: 0, dead: 0, replicas: 0 };
+      const cur = totals.get(hb.stage) ?? { done: 0, retried: 0, dead: 0, replicas: 0, messages: 0, items: 0 };
       cur.done += hb.done; cur.retried += hb.retried; cur.dead += hb.dead;
+      cur.messages += hb.messages ?? 0; cur.items += hb.items ?? 0;
       if (now - hb.ts < 5_000 && hb.state !== 'stopped' && hb.state !== 'failed') cur.replicas++;
       totals.set(hb.stage, cur);
     }
@@ -323,11 +324,16 @@ export class Supervisor {
       // Counted from the consumer, not the stream: after a crash nats-server 2.9 can keep
       // messages its consumer already acked, which would count as queued for ever.
       const cinfo = await this.nats.jsm.consumers.info(s.workStream(stage), s.consumer(stage));
-      const t = totals.get(stage) ?? { done: 0, retried: 0, dead: 0, replicas: 0 };
-      views.push({ stage, done: t.done, retried: t.retried, dead: t.dead, replicas: t.replicas, inFlight: cinfo.num_ack_pending, queued: cinfo.num_pending });
+      const t = totals.get(stage) ?? { done: 0, retried: 0, dead: 0, replicas: 0, messages: 0, items: 0 };
+      const perMessage = itemsPerMessage(t.messages, t.items);
+      views.push({
+        stage, done: t.done, retried: t.retried, dead: t.dead, replicas: t.replicas,
+        inFlight: Math.round(cinfo.num_ack_pending * perMessage), queued: Math.round(cinfo.num_pending * perMessage),
+        messages: cinfo.num_pending + cinfo.num_ack_pending,
+      });
     }
     const scan = totals.get('scan');
-    if (scan) views.unshift({ stage: 'scan', done: scan.done, retried: 0, dead: 0, replicas: scan.replicas, inFlight: 0, queued: 0 });
+    if (scan) views.unshift({ stage: 'scan', done: scan.done, retried: 0, dead: 0, replicas: scan.replicas, inFlight: 0, queued: 0, messages: 0 });
     return views;
   }
 

@@ -6,6 +6,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { codes, decode, subjects, TroupeError, type DeadLetter } from '../messages/mod.ts';
 import { readLease } from '../storage/mod.ts';
+import { itemsPerMessage } from './progress.ts';
+
+/** What a replica's heartbeat carries (see ReplicaStats). */
+interface Beat { replica: string; role: string; stage: string; state: string; done: number; ts: number; messages?: number; items?: number; rateShare?: number }
 
 interface CommonOpts { nats?: string; out?: string; json?: boolean; count?: string }
 
@@ -45,16 +49,17 @@ export interface StatusReport {
   stages: Array<{ stage: string; queued: number; inFlight: number; done: number; redelivered: number; ratePerSec: number }>;
   deadLetters: number;
   writer: { host: string; pid: number; since: string; epoch: number } | null;
-  replicas: Array<{ replica: string; role: string; state: string; done: number; secondsAgo: number }>;
+  /** `rateShare`: for Fetchers with rate limits, how many Fetchers divide each limit. */
+  replicas: Array<{ replica: string; role: string; state: string; done: number; secondsAgo: number; rateShare?: number }>;
 }
 
 /** Gathers a pipeline's status from NATS alone (streams, consumers, lease, heartbeats). */
 export async function pipelineStatus(nc: NatsConnection, pipeline: string, sampleMs = 1_000): Promise<StatusReport> {
   const jsm = await jetstreamManager(nc);
   const s = subjects(pipeline);
-  const beats = new Map<string, { replica: string; role: string; state: string; done: number; ts: number }>();
+  const beats = new Map<string, Beat>();
   const sub = nc.subscribe(`troupe.${pipeline}.events.*.heartbeat`, {
-    callback: (_e, m) => { try { const b = decode(m.data) as { replica: string; role: string; state: string; done: number; ts: number }; beats.set(b.replica, b); } catch { /* not ours */ } },
+    callback: (_e, m) => { try { const b = decode(m.data) as Beat; beats.set(b.replica, b); } catch { /* not ours */ } },
   });
   const names = await stageNames(jsm, pipeline);
   if (names.length === 0) throw new TroupeError(codes.BAD_OPTION, `pipeline ${pipeline} has no streams on this server (never started, or another NATS)`);
@@ -72,15 +77,22 @@ export async function pipelineStatus(nc: NatsConnection, pipeline: string, sampl
   const now = Date.now();
   return {
     pipeline,
+    // The streams count messages; a frame carries several items. Scaled by the items per
+    // message the stage's replicas report in their heartbeats (an estimate).
     stages: second.map((b, i) => {
       const a = first[i]!;
+      const seen = [...beats.values()].filter((x) => x.stage === b.stage);
+      const k = itemsPerMessage(seen.reduce((n, x) => n + (x.messages ?? 0), 0), seen.reduce((n, x) => n + (x.items ?? 0), 0));
       const done = b.lastSeq - b.messages;
-      return { stage: b.stage, queued: b.queued, inFlight: b.pending, done, redelivered: b.redelivered,
-        ratePerSec: Math.max(0, Math.round((done - (a.lastSeq - a.messages)) * 1000 / sampleMs)) };
+      return { stage: b.stage, queued: Math.round(b.queued * k), inFlight: Math.round(b.pending * k), done: Math.round(done * k), redelivered: b.redelivered,
+        ratePerSec: Math.max(0, Math.round((done - (a.lastSeq - a.messages)) * k * 1000 / sampleMs)) };
     }),
     deadLetters: dead,
     writer: lease ? { host: lease.host, pid: lease.pid, since: lease.since, epoch: lease.epoch } : null,
-    replicas: [...beats.values()].map((b) => ({ replica: b.replica, role: b.role, state: b.state, done: b.done, secondsAgo: Math.round((now - b.ts) / 1000) })),
+    replicas: [...beats.values()].map((b) => ({
+      replica: b.replica, role: b.role, state: b.state, done: b.done, secondsAgo: Math.round((now - b.ts) / 1000),
+      ...(b.rateShare === undefined ? {} : { rateShare: b.rateShare }),
+    })),
   };
 }
 
@@ -93,7 +105,10 @@ export async function statusCommand(pipeline: string, opts: CommonOpts): Promise
     for (const st of r.stages) console.log(`  ${st.stage.padEnd(9)} queued ${st.queued}  in flight ${st.inFlight}  done ${st.done}  redelivered ${st.redelivered}  ${st.ratePerSec}/s`);
     console.log(`  dead letters ${r.deadLetters}`);
     console.log(`  writer ${r.writer ? `${r.writer.host} pid ${r.writer.pid} since ${r.writer.since} (epoch ${r.writer.epoch})` : 'none'}`);
-    for (const rep of r.replicas) console.log(`  replica ${rep.replica} ${rep.role} ${rep.state} done ${rep.done} (${rep.secondsAgo}s ago)`);
+    for (const rep of r.replicas) {
+      const share = rep.rateShare === undefined ? '' : `  rate limits 1/${rep.rateShare}`;
+      console.log(`  replica ${rep.replica} ${rep.role} ${rep.state} done ${rep.done}${share} (${rep.secondsAgo}s ago)`);
+    }
   } finally {
     await nc.close();
   }
@@ -108,10 +123,18 @@ export async function tapCommand(pipeline: string, stage: string | undefined, op
   await new Promise<void>((resolve) => {
     const subs = filter.map((f) => nc.subscribe(f, {
       callback: (_e, m) => {
-        let text: string;
-        try { text = JSON.stringify(printable(decode(m.data))); } catch (err) { text = `<undecodable: ${(err as Error).message}>`; }
-        console.log(`${m.subject} ${text}`);
-        if (++seen >= limit) { for (const s of subs) s.unsubscribe(); resolve(); }
+        let values: unknown[];
+        try {
+          const v = decode(m.data);
+          // A frame (several items in one work message) prints as one line per item.
+          values = Array.isArray(v) && m.subject.includes('.work.') ? v : [v];
+        } catch (err) { values = [`<undecodable: ${(err as Error).message}>`]; }
+        for (const v of values) {
+          if (seen >= limit) break;
+          console.log(`${m.subject} ${JSON.stringify(printable(v))}`);
+          seen++;
+        }
+        if (seen >= limit) { for (const s of subs) s.unsubscribe(); resolve(); }
       },
     }));
     process.once('SIGINT', () => resolve());

@@ -8,6 +8,9 @@ import { codes, TroupeError, checkName, type StageLimits } from '../messages/mod
 export type Role = 'scanner' | 'fetcher' | 'generator' | 'writer' | 'exporter';
 export const ROLES: readonly Role[] = ['scanner', 'fetcher', 'generator', 'writer', 'exporter'];
 
+/** Prefix of the keys of checkpoint commands (sent by the Scanner, applied by the Writer). */
+export const CHECKPOINT_KEY = '__troupe_checkpoint__/';
+
 /** The work stage (subject token) each consuming role reads. The Scanner reads its source. */
 export const STAGE_OF = { fetcher: 'fetch', generator: 'generate', writer: 'write', exporter: 'export' } as const;
 export type Stage = (typeof STAGE_OF)[keyof typeof STAGE_OF];

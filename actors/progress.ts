@@ -6,10 +6,18 @@ export interface StageView {
   done: number;
   retried: number;
   dead: number;
+  /** Items in flight and queued: estimated from messages × the items per message replicas saw. */
   inFlight: number;
   queued: number;
+  /** Messages queued or un-acked, exactly (0 only when the stage holds nothing). */
+  messages: number;
   /** Replicas that sent a heartbeat recently. */
   replicas: number;
+}
+
+/** Items a message carries on average (a frame carries several); 1 before any was seen. */
+export function itemsPerMessage(messages: number, items: number): number {
+  return messages > 0 && items > 0 ? items / messages : 1;
 }
 
 /** Items/s over the last few seconds and the ETA of what is queued. */

@@ -2,15 +2,10 @@ import { Svcm, type Service } from '@nats-io/services';
 import { pathToFileURL } from 'node:url';
 import { encode, openNats, WorkProducer, codes, TroupeError } from '../messages/mod.ts';
 import type { ReplicaEnv } from './env.ts';
-import { replicaId } from './env.ts';
-import { Exporter } from './exporter.ts';
-import { Fetcher } from './fetcher.ts';
-import { Generator } from './generator.ts';
+import { replicaId, stageConfigs } from './env.ts';
 import type { Lifecycle } from './lifecycle.ts';
-import { validatePipeline, type PipelineDefinition, type Role } from './pipeline.ts';
-import { Scanner } from './scanner.ts';
+import { validatePipeline, type PipelineDefinition, type Role, type Stage } from './pipeline.ts';
 import type { ReplicaStats } from './stage-actor.ts';
-import { Writer } from './writer.ts';
 
 /** What a replica is told at start (passed as workerData). */
 export interface ReplicaConfig {
@@ -44,6 +39,21 @@ export async function loadPipeline(path: string): Promise<PipelineDefinition> {
 }
 
 /**
+ * The actor of a replica's role. Each role's module is imported on demand, so a thread loads
+ * only what its role needs (a Fetcher thread neither the ORM nor comlink): start-up of a job's
+ * threads is dominated by module loading.
+ */
+async function createActor(env: ReplicaEnv, c: ReplicaConfig): Promise<RoleActor> {
+  switch (c.role) {
+    case 'scanner': return new (await import('./scanner.ts')).Scanner(env);
+    case 'fetcher': return new (await import('./fetcher.ts')).Fetcher(env, c.fetchShare === undefined ? {} : { replicasSharingLimits: c.fetchShare });
+    case 'generator': return new (await import('./generator.ts')).Generator(env);
+    case 'writer': return new (await import('./writer.ts')).Writer(env);
+    default: return new (await import('./exporter.ts')).Exporter(env);
+  }
+}
+
+/**
  * One replica of one role: loads the pipeline, connects to NATS, runs the role's actor and
  * publishes a heartbeat with its counters. Runs inside a worker thread (see thread.ts).
  */
@@ -62,15 +72,13 @@ export class Replica {
     const c = this.config;
     const def = await loadPipeline(c.pipelinePath);
     const nats = await openNats({ url: c.natsUrl, stateDir: c.out, name: `troupe ${def.name} ${c.role}-${c.index}` });
-    const producer = new WorkProducer(nats.js, def.name, { dedupeScope: c.run });
+    const limits = stageConfigs(def);
+    const producer = new WorkProducer(nats.js, def.name, {
+      dedupeScope: c.run, maxMessageSize: (stage) => limits.get(stage as Stage)?.maxMessageSize ?? 1024 * 1024,
+    });
     const env: ReplicaEnv = { def, nats, role: c.role, replicaId: replicaId(c.role, c.index, c.incarnation), params: c.params, out: c.out, run: c.run, producer };
     this.env = env;
-    const actor: RoleActor =
-      c.role === 'scanner' ? new Scanner(env)
-      : c.role === 'fetcher' ? new Fetcher(env, c.fetchShare === undefined ? {} : { replicasSharingLimits: c.fetchShare })
-      : c.role === 'generator' ? new Generator(env)
-      : c.role === 'writer' ? new Writer(env)
-      : new Exporter(env);
+    const actor = await createActor(env, c);
     this.actor = actor;
     await actor.start();
     const subject = producer.subjects.events(actor.stats().stage, 'heartbeat');

@@ -3,10 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReplicaEnv } from './env.ts';
 import { stageConfigs } from './env.ts';
 import { Lifecycle } from './lifecycle.ts';
-import { nextStage, type Item, type ScanPage } from './pipeline.ts';
+import { CHECKPOINT_KEY, nextStage, type Item, type ScanPage } from './pipeline.ts';
 import { readContext, type ReadHandle } from './read.ts';
 import type { ReplicaStats } from './stage-actor.ts';
-import { CHECKPOINT_KEY } from './writer.ts';
 
 /** Name under which the Scanner's cursor is checkpointed. */
 export const SCANNER_CHECKPOINT = 'scanner';
@@ -149,6 +148,6 @@ export class Scanner extends Lifecycle {
 
   stats(): ReplicaStats & { exhausted: boolean } {
     return { replica: this.env.replicaId, role: 'scanner', stage: 'scan', state: this.state, done: this.published,
-      retried: 0, dead: 0, inFlight: this.env.producer.held, emitted: this.published, exhausted: this.exhausted };
+      retried: 0, dead: 0, inFlight: this.env.producer.held, emitted: this.published, messages: 0, items: 0, exhausted: this.exhausted };
   }
 }

@@ -15,6 +15,11 @@ export interface ReplicaStats {
   inFlight: number;
   /** Items this replica published downstream. */
   emitted: number;
+  /** Messages taken and the items they carried: how many items a queued message holds, on average. */
+  messages: number;
+  items: number;
+  /** Fetchers with rate limits: how many Fetchers divide each limit, this one included. */
+  rateShare?: number;
 }
 
 /**
@@ -30,7 +35,7 @@ export abstract class StageActor extends Lifecycle {
   protected ctx: JobContext;
   emitted = 0;
 
-  constructor(env: ReplicaEnv, options: { batchSize?: number; batchWaitMs?: number } = {}) {
+  constructor(env: ReplicaEnv, options: { batchSize?: number; batchWaitMs?: number; prefetch?: number } = {}) {
     super(env.replicaId);
     this.env = env;
     const role = env.role as keyof typeof STAGE_OF;
@@ -47,8 +52,12 @@ export abstract class StageActor extends Lifecycle {
   /** Handles one batch; returns per-delivery `undefined` or the error. */
   protected abstract handle(batch: Delivery[]): Promise<unknown[]>;
 
-  /** Publishes outputs to `stage`, holding the input (working) while that stage is full. */
+  /**
+   * Publishes outputs to `stage`, holding the input (working) while that stage is full. The
+   * input's handler slot goes to the next item meanwhile: waiting for the server is not work.
+   */
   protected async emit(stage: Stage, items: Array<Item<unknown>>, d?: Delivery): Promise<void> {
+    d?.yieldSlot();
     await Promise.all(items.map((it) => this.env.producer.publish(stage, it.key, it.body, {
       onStall: d ? () => d.working() : undefined, signal: this.abort.signal,
     })));
@@ -83,7 +92,7 @@ export abstract class StageActor extends Lifecycle {
   stats(): ReplicaStats {
     const s = this.consumer.stats;
     return { replica: this.env.replicaId, role: this.env.role, stage: this.stage, state: this.state,
-      done: s.done, retried: s.retried, dead: s.dead, inFlight: s.inFlight, emitted: this.emitted };
+      done: s.done, retried: s.retried, dead: s.dead, inFlight: s.inFlight, emitted: this.emitted, messages: s.messages, items: s.items };
   }
 
   #event(o: Outcome): void {

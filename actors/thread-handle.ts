@@ -1,6 +1,7 @@
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import { Worker } from 'node:worker_threads';
+import { THREAD_LIMITS } from './memory.ts';
 import type { ReplicaConfig } from './replica.ts';
 import type { ReplicaStats } from './stage-actor.ts';
 import type { ReplicaApi } from './thread.ts';
@@ -28,7 +29,7 @@ export class ReplicaThread {
     this.config = config;
     this.name = `${config.role}-${config.index}`;
     this.ended = new Promise((r) => { this.#end = (reason) => { this.#done = true; r(reason); }; });
-    this.worker = new Worker(THREAD_ENTRY, { workerData: config, stderr: false, stdout: false });
+    this.worker = new Worker(THREAD_ENTRY, { workerData: config, stderr: false, stdout: false, resourceLimits: THREAD_LIMITS });
     this.api = Comlink.wrap<ReplicaApi>(nodeEndpoint(this.worker));
     this.worker.on('error', (err) => this.#end(`thread error: ${err.stack ?? err.message}`));
     this.worker.on('exit', (code) => this.#end(this.#stopping ? undefined : `thread exited with code ${code}`));

@@ -1,11 +1,11 @@
 import { codes, encode, TroupeError, type Delivery } from '../messages/mod.ts';
 import { appliedIds, FileSandbox, openStore, recordLedger, saveCheckpoint, WriterLease, type Store } from '../storage/mod.ts';
 import { dbPath, type ReplicaEnv } from './env.ts';
-import type { Item, Stage, WriteTx } from './pipeline.ts';
+import { CHECKPOINT_KEY, type Item, type Stage, type WriteTx } from './pipeline.ts';
+
+export { CHECKPOINT_KEY };
 import { StageActor } from './stage-actor.ts';
 
-/** Prefix of the keys of checkpoint commands (sent by the Scanner, applied by the Writer). */
-export const CHECKPOINT_KEY = '__troupe_checkpoint__/';
 
 /**
  * The only mutator. Applies write commands in batches bounded by count and time, each batch

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { NatsServer } from '../messages/server.ts';
 import { natsServerPid, round } from './lib.ts';
 import { burn } from './pipelines/cpu.ts';
+import { NODE_FLAGS } from '../actors/memory.ts';
 
 type Result = Record<string, any>;
 interface Floor { scenario: number; floor: string; value: string; pass: boolean }
@@ -28,7 +29,8 @@ const started = Date.now();
 /** Runs one contender script in its own process; resolves with its JSON result line. */
 function contender(script: string, args: object, timeoutMs = 180_000): Promise<Result> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--expose-gc', join(HERE, 'contenders', script), JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Every contender runs with the Node flags troupe's own command uses (actors/memory.ts).
+    const child = spawn(process.execPath, ['--expose-gc', ...NODE_FLAGS, join(HERE, 'contenders', script), JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => { out += d; });
@@ -108,7 +110,7 @@ async function scenario1(): Promise<void> {
     n: 1, title: 'Five-stage no-op pipeline (128-byte msgpack items)',
     note: 'troupe = the message plane (per stage a WorkConsumer + WorkProducer, topology from ensureTopology), the fair "no-op five stages" path: the Supervisor path adds a Writer. ' +
       'Every contender: each stage decodes and re-encodes the item and acks only after its publish to the next stage is acknowledged; the source keeps 1,000 items in the pipeline; ' +
-      '256 messages in flight per stage (consume() buffer / BullMQ concurrency / queue capacity); file-backed work-queue streams, one NATS connection per stage. ' +
+      '256 items in flight per stage (troupe: handler slots, with items travelling in frames; others: consume() buffer / BullMQ concurrency / queue capacity); file-backed work-queue streams, one NATS connection per stage. ' +
       `Latency = source publish → stage 5, under that load. ${at}.`,
     headers: ['contender', 'items', 's', 'items/s', 'p50 ms', 'p99 ms'],
     rows: [row('troupe (message plane)', troupe), row('hand-written @nats-io/jetstream chain', hand), row('BullMQ (5 queues, Redis)', bull), row('in-process bounded async queues', inproc)],

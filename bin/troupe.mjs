@@ -1,4 +1,5 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=8
+// (the flag: see actors/memory.ts)
 // troupe runs TypeScript through Node 24's type stripping; older Node cannot load it.
 const major = Number(process.versions.node.split('.')[0]);
 if (major < 24) {

@@ -1,9 +1,9 @@
 import type { Consumer, JetStreamClient, JsMsg } from '@nats-io/jetstream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { encode } from './codec.ts';
-import { decodeEnvelope, type Envelope } from './envelope.ts';
+import { decode, encode } from './codec.ts';
+import { parseEnvelope, type Envelope } from './envelope.ts';
 import { codes, isRetryable, toWire, TroupeError, type WireError, RetryableError } from './errors.ts';
-import { subjects, type Subjects } from './subjects.ts';
+import { frameId, subjects, type Subjects } from './subjects.ts';
 import type { StageConfig } from './topology.ts';
 
 /** One message handed to a handler. */
@@ -13,6 +13,11 @@ export interface Delivery {
   readonly attempt: number;
   /** Tells the server the message is still being worked on (resets its ack timer). */
   working(): void;
+  /**
+   * The handler's own work is done and only waits for its outputs to be stored: its slot
+   * goes to the next item meanwhile (the message stays un-acked until the handler resolves).
+   */
+  yieldSlot(): void;
 }
 
 /** Handles a batch; returns, per delivery, `undefined` for success or the error it failed with. */
@@ -33,10 +38,24 @@ export interface ConsumerOptions {
   pullExpiresMs?: number;
   /**
    * Messages the client may buffer beyond those held, so that a freed slot is refilled at
-   * once. A replica holds at most `maxInFlight + prefetch` messages.
-   * @default min(maxInFlight, 256)
+   * once. Small, because a frame carries up to 64 items and buffered messages are out of
+   * other replicas' reach.
+   * @default ceil(min(maxInFlight, 256) / 8)
    */
   prefetch?: number;
+  /**
+   * Items held at once: in a handler, waiting for a slot, or waiting for their outputs to be
+   * stored after `yieldSlot()`. No message is taken beyond it.
+   * @default maxInFlight + 256
+   */
+  maxHeld?: number;
+  /**
+   * An item of a frame that has waited this long for a handler slot goes back to the stage
+   * (in frames of at most `maxInFlight` items) for other replicas to take: a replica with
+   * slow handlers never sits on a frame's worth of work while others are idle. Not in batch
+   * mode. 0 turns it off. @default 1_000
+   */
+  giveBackMs?: number;
 }
 
 /** A dead letter: the original message, why it failed and how often it was tried. */
@@ -59,39 +78,68 @@ export interface ConsumerStats {
   dead: number;
   inFlight: number;
   peakInFlight: number;
+  /** Messages taken, and the items they carried (a frame carries several). */
+  messages: number;
+  items: number;
 }
 
 export type Outcome = { kind: 'done' | 'retried' | 'dead'; key: string | null; error?: WireError; attempt: number };
 
-const defaults = Object.freeze({ maxInFlight: 64, batchSize: 1, batchWaitMs: 20, retryBaseMs: 500, retryMaxMs: 30_000, pullExpiresMs: 5_000 });
+const defaults = Object.freeze({ maxInFlight: 64, batchSize: 1, batchWaitMs: 20, retryBaseMs: 500, retryMaxMs: 30_000, pullExpiresMs: 5_000, giveBackMs: 1_000 });
+
+const noop = () => {};
+
+/** A message taken from the stage: one envelope, or a frame of several. */
+interface Frame {
+  m: JsMsg;
+  /** Items not yet settled. */
+  open: number;
+  /** Several items: a retry waits in this replica instead of a nak of the whole message. */
+  multi: boolean;
+  /** Set when the message must go back to the server whole (a retry cut short by drain). */
+  nakMs: number | undefined;
+}
+
+/** One item of a frame, on its way through the handler. */
+interface Item { frame: Frame; d: Delivery; value: unknown; since: number }
 
 /**
- * The consume loop of one replica of one stage. Handles at most `maxInFlight` messages at
- * once and buffers at most `prefetch` more, acks each message only after the
- * handler resolved (its effect is durable), keeps long handlers alive with `working()`,
- * naks retryable failures with a growing delay and sends permanent failures, bad messages
- * and exhausted retries to the dead-letter subject.
+ * The consume loop of one replica of one stage. A message holds one item or a frame of
+ * items (see WorkProducer). Hands at most `maxInFlight` items to the handler at once and
+ * buffers at most `prefetch` more messages; settles each item once the handler resolved for
+ * it, and acks a message only when every item in it is settled (its effects are durable),
+ * keeps long handlers alive with `working()`, retries retryable failures with a growing
+ * delay (a lone item by a nak, an item of a frame in place, so its neighbours are not redone)
+ * and sends permanent failures, bad messages and exhausted retries to the dead-letter subject.
  */
 export class WorkConsumer {
   readonly stage: StageConfig;
   readonly subjects: Subjects;
-  readonly stats: ConsumerStats = { done: 0, retried: 0, dead: 0, inFlight: 0, peakInFlight: 0 };
+  readonly stats: ConsumerStats = { done: 0, retried: 0, dead: 0, inFlight: 0, peakInFlight: 0, messages: 0, items: 0 };
   readonly #js: JetStreamClient;
   readonly #handler: BatchHandler;
-  readonly #opts: Required<Omit<ConsumerOptions, 'prefetch'>>;
+  readonly #opts: Required<Omit<ConsumerOptions, 'prefetch' | 'maxHeld'>>;
   readonly #prefetch: number;
+  readonly #maxHeld: number;
+  /** Handler slots in use now: `maxInFlight`, or fewer (see {@link setSlots}). */
+  #slots: number;
   readonly #abort = new AbortController();
   #onOutcome: ((o: Outcome) => void) | undefined;
-  #batch: JsMsg[] = [];
+  /** Items taken and waiting for a handler slot (or, batched, for the next batch). */
+  #ready: Item[] = [];
+  #running = 0;
   #batchTimer: NodeJS.Timeout | undefined;
   #batchesRunning = 0;
   #slotFreed: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #stopping = false;
   #pullIter: { stop(): void } | undefined;
-  /** Every message taken and not yet settled, batched or being handled. */
+  /** Every message taken and not yet settled. */
   readonly #held = new Set<JsMsg>();
+  /** Items of frames waiting to be tried again. */
+  readonly #retries = new Map<NodeJS.Timeout, Item>();
   #keepAlive: NodeJS.Timeout | undefined;
+  #giveBackTimer: NodeJS.Timeout | undefined;
 
   constructor(js: JetStreamClient, pipeline: string, stage: StageConfig, handler: BatchHandler, options: ConsumerOptions = {}) {
     this.#js = js;
@@ -100,10 +148,25 @@ export class WorkConsumer {
     this.#handler = handler;
     this.#opts = { ...defaults, ...options };
     if (this.#opts.batchSize > this.#opts.maxInFlight) this.#opts.batchSize = this.#opts.maxInFlight;
-    this.#prefetch = options.prefetch ?? Math.min(this.#opts.maxInFlight, 256);
+    // In messages: a frame carries up to 64 items, so a few frames cover the free slots.
+    this.#prefetch = options.prefetch ?? Math.max(1, Math.ceil(Math.min(this.#opts.maxInFlight, 256) / 8));
+    this.#maxHeld = options.maxHeld ?? this.#opts.maxInFlight + 256;
+    this.#slots = this.#opts.maxInFlight;
   }
 
-  /** Called after each message is settled (for events and progress). */
+  /**
+   * Hands at most `n` items (1 to `maxInFlight`) to the handler at once, for handlers whose
+   * useful concurrency is lower than `maxInFlight` for now (a Fetcher's share of a rate
+   * limit). Items beyond that wait, and go back to the stage after `giveBackMs`, so other
+   * replicas take them instead of this one holding them. Ignored for batched handlers.
+   */
+  setSlots(n: number): void {
+    this.#slots = Math.max(1, Math.min(Math.floor(n), this.#opts.maxInFlight));
+    this.#pump();
+    this.#wake();
+  }
+
+  /** Called after each item is settled (for events and progress). */
   onOutcome(fn: (o: Outcome) => void): void {
     this.#onOutcome = fn;
   }
@@ -123,15 +186,27 @@ export class WorkConsumer {
     this.#pullIter?.stop();
     this.#wake();
     await this.#loop;
-    this.#flushBatch();
+    // Retries waiting in place are not awaited: their messages go back to the server.
+    for (const [timer, item] of this.#retries) {
+      clearTimeout(timer);
+      this.#retries.delete(timer);
+      item.frame.nakMs = this.#opts.retryBaseMs;
+      this.#release();
+      this.#settled(item.frame);
+    }
+    this.#pump();
     while (this.stats.inFlight > 0) await this.#waitSlot();
     clearInterval(this.#keepAlive);
+    clearTimeout(this.#giveBackTimer);
   }
 
   /** Stops at once: held messages are left un-acked and will be redelivered. */
   close(): void {
     this.#stopping = true;
     clearInterval(this.#keepAlive);
+    clearTimeout(this.#giveBackTimer);
+    for (const timer of this.#retries.keys()) clearTimeout(timer);
+    this.#retries.clear();
     this.#abort.abort(new TroupeError(codes.CLOSED, `consumer of stage ${this.stage.name} closed`));
     this.#pullIter?.stop();
     this.#wake();
@@ -139,9 +214,11 @@ export class WorkConsumer {
 
   async #pull(consumer: Consumer): Promise<void> {
     const { maxInFlight, batchSize, pullExpiresMs } = this.#opts;
-    const full = () => this.stats.inFlight >= maxInFlight ||
+    const full = () => batchSize > 1
       // Batched handlers run one batch at a time: hold no more than the next batch meanwhile.
-      (batchSize > 1 && this.#batchesRunning > 0 && this.#batch.length >= batchSize);
+      ? this.stats.inFlight >= maxInFlight || (this.#batchesRunning > 0 && this.#ready.length >= batchSize)
+      // Take the next message only when a handler slot is free and nothing waits for one.
+      : this.#running >= this.#slots || this.#ready.length > 0 || this.stats.inFlight >= this.#maxHeld;
     while (!this.#stopping) {
       try {
         // consume() keeps pull requests open and re-pulls as the buffer drains, so free slots
@@ -171,102 +248,255 @@ export class WorkConsumer {
       m.nak(); // arrived after close: hand it straight back
       return;
     }
-    this.stats.inFlight++;
-    this.#held.add(m);
-    this.stats.peakInFlight = Math.max(this.stats.peakInFlight, this.stats.inFlight);
-    this.#batch.push(m);
-    if (this.#batch.length >= this.#opts.batchSize) this.#flushBatch();
-    else this.#batchTimer ??= setTimeout(() => this.#flushBatch(), this.#opts.batchWaitMs);
-  }
-
-  #flushBatch(): void {
-    clearTimeout(this.#batchTimer);
-    this.#batchTimer = undefined;
-    if (this.#batch.length === 0) return;
-    if (this.#opts.batchSize > 1 && this.#batchesRunning > 0) {
-      // One batch at a time: the running one flushes this when it ends.
+    const deliveries = m.info.deliveryCount;
+    let values: unknown[];
+    let multi = false;
+    try {
+      const value = decode(m.data, this.stage.maxMessageSize);
+      multi = Array.isArray(value);
+      values = multi ? value as unknown[] : [value];
+      if (values.length === 0) throw new TroupeError(codes.BAD_SHAPE, 'bad frame: an empty array');
+    } catch (err) {
+      const whole: Frame = { m, open: 1, multi: false, nakMs: undefined };
+      this.#hold(m, 1);
+      void this.#dead(whole, undefined, undefined, err, deliveries);
       return;
     }
-    const batch = this.#batch;
-    this.#batch = [];
-    this.#batchesRunning++;
-    void this.#run(batch).finally(() => {
-      this.#batchesRunning--;
-      if (this.#opts.batchSize > 1 && this.#batch.length > 0) this.#flushBatch();
-    });
+    const frame: Frame = { m, open: values.length, multi, nakMs: undefined };
+    this.#hold(m, values.length);
+    if (multi && deliveries > 1 && values.length > 1) void this.#split(frame, values, deliveries);
+    else this.#enqueue(frame, values, deliveries);
   }
 
-  async #run(msgs: JsMsg[]): Promise<void> {
-    const ready: Array<{ m: JsMsg; d: Delivery }> = [];
-    for (const m of msgs) {
-      const attempt = m.info.deliveryCount;
+  /** Queues a frame's items for the handler (or dead-letters the bad and the exhausted). */
+  #enqueue(frame: Frame, values: unknown[], deliveries: number): void {
+    const { m } = frame;
+    for (const value of values) {
       let env: Envelope<unknown>;
       try {
-        env = decodeEnvelope(m.data, this.stage.maxMessageSize);
+        env = parseEnvelope(value);
       } catch (err) {
-        await this.#dead(m, null, err, attempt);
+        void this.#dead(frame, undefined, value, err, deliveries);
         continue;
       }
+      // env.attempt carries attempts made before this message existed (see #split).
+      const attempt = deliveries + Math.max(0, env.attempt - 1);
+      const d: Delivery = { env, attempt, working: () => m.working(), yieldSlot: noop };
       if (attempt > this.stage.maxAttempts) {
-        await this.#dead(m, env, new TroupeError(codes.RETRYABLE,
+        void this.#dead(frame, d, value, new TroupeError(codes.RETRYABLE,
           `delivered ${attempt} times, above maxAttempts ${this.stage.maxAttempts} (the replica handling it stopped)`), attempt);
         continue;
       }
-      ready.push({ m, d: { env, attempt, working: () => m.working() } });
+      this.#ready.push({ frame, d, value, since: performance.now() });
     }
-    if (ready.length === 0) return;
-    let results: unknown[];
-    try {
-      results = await this.#handler(ready.map((r) => r.d), this.#abort.signal);
-    } catch (err) {
-      results = ready.map(() => err);
-    }
-    if (this.#abort.signal.aborted) return; // closed: leave everything un-acked for redelivery
-    await Promise.all(ready.map(({ m, d }, i) => this.#settle(m, d, results[i])));
+    this.#pump();
   }
 
-  async #settle(m: JsMsg, d: Delivery, err: unknown): Promise<void> {
-    this.#held.delete(m);
+  /**
+   * A frame delivered again: whatever stopped its last replica (a crash, a kill) may be one
+   * poison item, and a frame would spend every item's attempts on it. Its items go back into
+   * the stage one by one as single messages under their own ids (deduplicated if this runs
+   * twice); the frame is acked once all are out. The delivery lost with the frame is not
+   * counted against its items (most were never tried, and a replica's prefetched frames all
+   * come back when it dies): each item alone gets its full `maxAttempts`. Bounded still: a
+   * frame is split on its second delivery, before any item runs again.
+   * When the stage refuses one (full, or the server is away), this replica handles the rest
+   * in place instead: a nak would spend a delivery on waiting.
+   */
+  async #split(frame: Frame, values: unknown[], deliveries: number): Promise<void> {
+    const subject = this.subjects.work(this.stage.name);
+    let i = 0;
+    try {
+      for (; i < values.length; i++) {
+        if (this.#abort.signal.aborted) return; // closed: the frame comes back; what went out is deduplicated
+        const value = values[i];
+        let bytes: Uint8Array;
+        let msgID: string | undefined;
+        try {
+          const env = parseEnvelope(value);
+          bytes = encode({ ...env, attempt: Math.max(1, env.attempt) + deliveries - 2 });
+          msgID = env.id;
+        } catch {
+          bytes = encode(value); // a bad item is dead-lettered on its own
+        }
+        await this.#js.publish(subject, bytes, msgID === undefined ? {} : { msgID });
+        this.#release();
+        this.#settled(frame);
+      }
+    } catch (err) {
+      console.error(`troupe: stage ${this.stage.name}: handling ${values.length - i} item(s) of a redelivered frame in place: ${(err as Error).message}`);
+      this.#enqueue(frame, values.slice(i), deliveries - 1);
+    }
+  }
+
+  #hold(m: JsMsg, items: number): void {
+    this.#held.add(m);
+    this.stats.messages++;
+    this.stats.items += items;
+    this.stats.inFlight += items;
+    this.stats.peakInFlight = Math.max(this.stats.peakInFlight, this.stats.inFlight);
+  }
+
+  /** Starts handlers for ready items while slots are free. */
+  #pump(): void {
+    const { batchSize } = this.#opts;
+    if (batchSize === 1) {
+      if (this.#ready.length > 0 && this.#opts.giveBackMs > 0) this.#giveBackTimer ??= setTimeout(() => this.#giveBack(), this.#opts.giveBackMs);
+      while (this.#running < this.#slots && this.#ready.length > 0) {
+        const item = this.#ready.shift()!;
+        this.#running++;
+        let slot = true;
+        const free = () => {
+          if (!slot) return;
+          slot = false;
+          this.#running--;
+          this.#pump();
+          this.#wake();
+        };
+        void this.#run([{ ...item, d: { ...item.d, yieldSlot: free } }]).finally(free);
+      }
+      return;
+    }
+    if (this.#batchesRunning > 0 || this.#ready.length === 0) return;
+    if (this.#ready.length < batchSize && !this.#stopping) {
+      this.#batchTimer ??= setTimeout(() => {
+        this.#batchTimer = undefined;
+        this.#startBatch();
+      }, this.#opts.batchWaitMs);
+      return;
+    }
+    this.#startBatch();
+  }
+
+  /** Puts items that waited `giveBackMs` for a slot back into the stage (see giveBackMs). */
+  async #giveBack(): Promise<void> {
+    this.#giveBackTimer = undefined;
+    const { giveBackMs, maxInFlight } = this.#opts;
+    const cutoff = performance.now() - giveBackMs;
+    const stale = this.#stopping ? [] : this.#ready.filter((it) => it.since <= cutoff);
+    if (stale.length > 0) {
+      this.#ready = this.#ready.filter((it) => it.since > cutoff);
+      const subject = this.subjects.work(this.stage.name);
+      for (let i = 0; i < stale.length; i += maxInFlight) {
+        const chunk = stale.slice(i, i + maxInFlight);
+        const ids = chunk.map((it) => it.d.env.id);
+        try {
+          if (this.#abort.signal.aborted) return; // closed: the frames come back whole
+          // The items as they came (not yet tried): one alone, or a frame of several.
+          const data = encode(chunk.length === 1 ? chunk[0]!.value : chunk.map((it) => it.value));
+          const msgID = chunk.length === 1 ? ids[0]! : frameId(ids);
+          await this.#js.publish(subject, data, { msgID });
+        } catch {
+          // The stage is full or the server away: keep them and try later.
+          this.#ready.unshift(...stale.slice(i));
+          break;
+        }
+        for (const it of chunk) {
+          this.#release();
+          this.#settled(it.frame);
+        }
+      }
+    }
+    this.#pump();
+  }
+
+  #startBatch(): void {
+    clearTimeout(this.#batchTimer);
+    this.#batchTimer = undefined;
+    if (this.#batchesRunning > 0 || this.#ready.length === 0) return;
+    const batch = this.#ready.splice(0, this.#opts.batchSize);
+    this.#batchesRunning++;
+    void this.#run(batch).finally(() => {
+      this.#batchesRunning--;
+      this.#pump();
+      this.#wake();
+    });
+  }
+
+  async #run(items: Item[]): Promise<void> {
+    let results: unknown[];
+    try {
+      results = await this.#handler(items.map((it) => it.d), this.#abort.signal);
+    } catch (err) {
+      results = items.map(() => err);
+    }
+    if (this.#abort.signal.aborted) return; // closed: leave everything un-acked for redelivery
+    await Promise.all(items.map((it, i) => this.#settle(it, results[i])));
+  }
+
+  async #settle(it: Item, err: unknown): Promise<void> {
+    const { d, frame } = it;
     if (err === undefined) {
-      m.ack();
       this.stats.done++;
       this.#release({ kind: 'done', key: d.env.key, attempt: d.attempt });
+      this.#settled(frame);
       return;
     }
     if (!isRetryable(err) || d.attempt >= this.stage.maxAttempts) {
-      await this.#dead(m, d.env, err, d.attempt);
+      await this.#dead(frame, d, it.value, err, d.attempt);
       return;
     }
     const hinted = err instanceof RetryableError ? err.retryAfterMs : undefined;
     const backoff = Math.min(this.#opts.retryBaseMs * 2 ** (d.attempt - 1), this.#opts.retryMaxMs);
-    m.nak(hinted ?? Math.round(backoff * (0.5 + Math.random() / 2)));
+    const delay = hinted ?? Math.round(backoff * (0.5 + Math.random() / 2));
     this.stats.retried++;
-    this.#release({ kind: 'retried', key: d.env.key, error: toWire(err), attempt: d.attempt });
+    this.#onOutcome?.({ kind: 'retried', key: d.env.key, error: toWire(err), attempt: d.attempt });
+    if (!frame.multi) {
+      frame.nakMs = delay;
+      this.#release();
+      this.#settled(frame);
+      return;
+    }
+    if (this.#stopping) {
+      // Draining: the frame goes back whole rather than keep the drain waiting.
+      frame.nakMs = delay;
+      this.#release();
+      this.#settled(frame);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#retries.delete(timer);
+      this.#ready.push({ frame, value: it.value, d: { ...d, attempt: d.attempt + 1 }, since: performance.now() });
+      this.#pump();
+    }, delay);
+    this.#retries.set(timer, it);
   }
 
-  async #dead(m: JsMsg, env: Envelope<unknown> | null, err: unknown, attempts: number): Promise<void> {
-    this.#held.delete(m);
+  /** One item of the frame is settled; the message is acked (or nak'ed) with its last. */
+  #settled(frame: Frame): void {
+    if (--frame.open > 0) return;
+    this.#held.delete(frame.m);
+    if (frame.nakMs === undefined) frame.m.ack();
+    else frame.m.nak(frame.nakMs);
+  }
+
+  /** Dead-letters one item (`value`, the decoded item of a frame) or the whole message. */
+  async #dead(frame: Frame, d: Delivery | undefined, value: unknown, err: unknown, attempts: number): Promise<void> {
+    const env = d?.env ?? null;
+    // The letter keeps the item alone, as bytes that replay as a message of their own.
+    const data = frame.multi ? encode(value) : frame.m.data;
     const letter: DeadLetter = {
       pipeline: this.subjects.pipeline, stage: this.stage.name, key: env?.key ?? null,
-      error: toWire(err), attempts, ts: Date.now(), envelope: env, data: m.data,
+      error: toWire(err), attempts, ts: Date.now(), envelope: env, data,
     };
     try {
-      await this.#js.publish(this.subjects.dead(this.stage.name), encode(letter), { msgID: `dead:${this.stage.name}:${m.seq}` });
-      m.ack();
+      const index = frame.multi && env ? `:${env.id}` : '';
+      await this.#js.publish(this.subjects.dead(this.stage.name), encode(letter), { msgID: `dead:${this.stage.name}:${frame.m.seq}${index}` });
       this.stats.dead++;
       this.#release({ kind: 'dead', key: letter.key, error: letter.error, attempt: attempts });
     } catch (pubErr) {
       // The dead-letter store refused: keep the message (redelivered later) rather than lose it.
       console.error(`troupe: could not dead-letter a message of stage ${this.stage.name}: ${(pubErr as Error).message}`);
-      m.nak(this.#opts.retryMaxMs);
+      frame.nakMs = this.#opts.retryMaxMs;
       this.stats.retried++;
       this.#release({ kind: 'retried', key: letter.key, error: letter.error, attempt: attempts });
     }
+    this.#settled(frame);
   }
 
-  #release(o: Outcome): void {
+  #release(o?: Outcome): void {
     this.stats.inFlight--;
-    this.#onOutcome?.(o);
+    if (o) this.#onOutcome?.(o);
     this.#wake();
   }
 

@@ -14,7 +14,7 @@ export interface Envelope<B = unknown> {
   key: string;
   pipeline: string;
   stage: string;
-  /** Delivery attempt that produced this message (1 for a fresh item). */
+  /** The attempt this message starts at: 1 for a fresh item, more for an item split out of a redelivered frame. */
   attempt: number;
   /** Milliseconds since the epoch when the message was made. */
   ts: number;

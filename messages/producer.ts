@@ -2,10 +2,10 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeEnvelope, makeEnvelope } from './envelope.ts';
 import { codes, TroupeError } from './errors.ts';
-import { messageId, subjects, type Subjects } from './subjects.ts';
+import { frameId, messageId, subjects, type Subjects } from './subjects.ts';
 
 export interface ProducerOptions {
-  /** Publishes awaiting the server's ack at once; further calls wait for a slot. @default 256 */
+  /** Items held at once (in a frame, publishing, or waiting for a full stage); further calls wait. @default 256 */
   maxPending?: number;
   /** First wait after the target stage refused a message as full, ms; doubles up to maxBackoffMs. @default 50 */
   minBackoffMs?: number;
@@ -13,8 +13,22 @@ export interface ProducerOptions {
   maxBackoffMs?: number;
   /** Server-ack timeout per publish attempt, ms. @default 5_000 */
   publishTimeoutMs?: number;
-  /** Largest encoded message, bytes; larger ones are refused with TROUPE_TOO_LARGE. @default 1 MiB */
-  maxMessageSize?: number;
+  /**
+   * Largest encoded message, bytes, per stage or for all; a larger item is refused with
+   * TROUPE_TOO_LARGE, and no frame grows past it. @default 1 MiB
+   */
+  maxMessageSize?: number | ((stage: string) => number);
+  /** Most items in one frame (one JetStream message). 1 turns framing off. @default 64 */
+  maxFrameItems?: number;
+  /** Most bytes in one frame; larger items travel alone. @default 64 KiB */
+  maxFrameBytes?: number;
+  /** Frames per stage awaiting the server's ack at once; items published meanwhile join the next frame. @default 2 */
+  framesInFlight?: number;
+  /**
+   * Least time between two frames to one stage that are not full, ms: a busy stage's items
+   * gather into frames for up to this long; an idle stage's first item goes at once. @default 5
+   */
+  lingerMs?: number;
   /**
    * Part of every message id besides stage and key (troupe uses the run id): a key re-published
    * within one run is stored once; a new run may publish it again.
@@ -36,7 +50,8 @@ export interface PublishOptions {
 }
 
 const defaults = Object.freeze({
-  maxPending: 256, minBackoffMs: 50, maxBackoffMs: 2_000, publishTimeoutMs: 5_000, maxMessageSize: 1024 * 1024, dedupeScope: '',
+  maxPending: 256, minBackoffMs: 50, maxBackoffMs: 2_000, publishTimeoutMs: 5_000, maxMessageSize: 1024 * 1024,
+  maxFrameItems: 64, maxFrameBytes: 64 * 1024, framesInFlight: 2, lingerMs: 5, dedupeScope: '',
 });
 
 /** Whether a publish failed because the stream is at its message or byte limit. */
@@ -45,26 +60,57 @@ export function isStreamFull(err: unknown): boolean {
   return /maximum (messages|bytes) exceeded|insufficient resources/i.test(msg);
 }
 
+/**
+ * Whether a publish may succeed if tried again. nats.js v3 reports "no responders" on a
+ * JetStream publish as `JetStreamNotEnabled`; the server answers that way for a moment while
+ * it recovers its streams after a restart, or while a stream is being created, so it is
+ * transient here (`connectNats` checks once, at start, that JetStream is enabled at all).
+ */
 function isTransient(err: unknown): boolean {
   const name = err instanceof Error ? err.name : '';
   const msg = err instanceof Error ? err.message : '';
-  return name === 'TimeoutError' || name === 'NoRespondersError' || /timeout|no responders|disconnect|reconnect/i.test(msg);
+  return name === 'TimeoutError' || name === 'NoRespondersError' || name === 'JetStreamNotEnabled'
+    || /timeout|no responders|disconnect|reconnect/i.test(msg);
 }
 
+interface Waiter { id: string; data: Uint8Array; options: PublishOptions }
+
+/** Items bound for one stage that travel as one JetStream message. */
+interface Frame {
+  waiters: Waiter[];
+  ids: Set<string>;
+  bytes: number;
+  sealed: boolean;
+  done: Promise<{ duplicate: boolean }>;
+  settle: (err: unknown, duplicate?: boolean) => void;
+}
+
+/** Frames bound for one stage: queued in order, at most `framesInFlight` publishing. */
+interface Lane { queue: Frame[]; inFlight: number; scheduled: boolean; timer: NodeJS.Timeout | undefined; lastSent: number }
+
 /**
- * Publishes work items into stages. Bounds its in-flight publishes; when a stage is full
- * (its stream refuses with discard-new) it waits with backoff and retries, holding the
- * caller — never dropping the item and never buffering past `maxPending`. That wait is the
- * backpressure signal that travels up to the Scanner.
+ * Publishes work items into stages. Items published close together travel as one frame (a
+ * msgpack array of envelopes in one JetStream message), so the per-message cost of the
+ * server and the client is paid once per frame: a frame is sent as soon as the stage has a
+ * free publish slot, and items arriving while its publishes are in flight join the next
+ * frame. A single item is sent as a plain envelope.
+ *
+ * Bounds what it holds; when a stage is full (its stream refuses with discard-new) it waits
+ * with backoff and retries, holding the caller — never dropping the item and never holding
+ * more than `maxPending` items. That wait is the backpressure signal that travels up to the
+ * Scanner.
  */
 export class WorkProducer {
   readonly subjects: Subjects;
   readonly #js: JetStreamClient;
   readonly #opts: Required<ProducerOptions>;
+  readonly #lanes = new Map<string, Lane>();
   #pending = 0;
   #waiters: Array<() => void> = [];
   /** Times a publish found its stage full. */
   stalls = 0;
+  /** Messages (frames) published. */
+  frames = 0;
   /** Highest number of items this producer held at once (pending + waiting for a slot). */
   peakHeld = 0;
   #held = 0;
@@ -73,6 +119,11 @@ export class WorkProducer {
     this.#js = js;
     this.subjects = subjects(pipeline);
     this.#opts = { ...defaults, ...options };
+    for (const k of ['maxPending', 'maxFrameItems', 'maxFrameBytes', 'framesInFlight'] as const) {
+      if (!Number.isInteger(this.#opts[k]) || this.#opts[k] < 1) throw new TroupeError(codes.BAD_OPTION, `producer option ${k} must be a positive integer, got ${this.#opts[k]}`);
+    }
+    if (this.#opts.maxFrameItems > 65_535) throw new TroupeError(codes.BAD_OPTION, `producer option maxFrameItems must be at most 65535, got ${this.#opts.maxFrameItems}`);
+    if (!(this.#opts.lingerMs >= 0)) throw new TroupeError(codes.BAD_OPTION, `producer option lingerMs must be a number ≥ 0, got ${this.#opts.lingerMs}`);
   }
 
   /** Items currently held by this producer: publishing, or waiting for a free slot. */
@@ -80,17 +131,24 @@ export class WorkProducer {
     return this.#held;
   }
 
+  #maxSize(stage: string): number {
+    const m = this.#opts.maxMessageSize;
+    return typeof m === 'function' ? m(stage) : m;
+  }
+
   /** Publishes one item into `stage`; resolves when the server has stored it (or deduplicated it). */
   async publish(stage: string, key: string, body: unknown, options: PublishOptions = {}): Promise<{ duplicate: boolean }> {
-    // The envelope id is the JetStream message id: the same item published again in the same
-    // run (a retry, a replayed handler, a resumed job) carries the same id, which the server
-    // deduplicates inside its window and the Writer's ledger recognises after it.
+    // The envelope id is the JetStream message id of an item travelling alone: the same item
+    // published again in the same run (a retry, a replayed handler, a resumed job) carries the
+    // same id, which the server deduplicates inside its window and the Writer's ledger
+    // recognises after it.
     const id = messageId(stage, this.#opts.dedupeScope ? `${this.#opts.dedupeScope}\u0000${key}` : key);
     const env = makeEnvelope({ pipeline: this.subjects.pipeline, stage, key, body, attempt: options.attempt ?? 1, trace: options.trace, id });
     const data = encodeEnvelope(env);
-    if (data.byteLength > this.#opts.maxMessageSize) {
+    const max = this.#maxSize(stage);
+    if (data.byteLength > max) {
       throw new TroupeError(codes.TOO_LARGE,
-        `message for stage ${stage} key ${key} is ${data.byteLength} bytes, above the limit of ${this.#opts.maxMessageSize}; ` +
+        `message for stage ${stage} key ${key} is ${data.byteLength} bytes, above the limit of ${max}; ` +
         'store large bodies by reference');
     }
     this.#held++;
@@ -98,7 +156,7 @@ export class WorkProducer {
     try {
       await this.#acquire();
       try {
-        return await this.#publishUntilStored(stage, id, data, options);
+        return await abortable(this.#add(stage, { id, data, options }), options.signal);
       } finally {
         this.#release();
       }
@@ -107,23 +165,81 @@ export class WorkProducer {
     }
   }
 
-  async #publishUntilStored(stage: string, msgID: string, data: Uint8Array, options: PublishOptions): Promise<{ duplicate: boolean }> {
+  /** Puts an item into the stage's open frame (or a new one) and makes sure it gets sent. */
+  #add(stage: string, w: Waiter): Promise<{ duplicate: boolean }> {
+    let lane = this.#lanes.get(stage);
+    if (!lane) this.#lanes.set(stage, lane = { queue: [], inFlight: 0, scheduled: false, timer: undefined, lastSent: 0 });
+    const limit = Math.min(this.#opts.maxFrameBytes, this.#maxSize(stage) - 5);
+    let frame = lane.queue.at(-1);
+    if (frame && !frame.sealed && frame.ids.has(w.id)) {
+      // The same item twice in one frame: stored once, like the server's deduplication.
+      return frame.done.then(() => ({ duplicate: true }));
+    }
+    if (!frame || frame.sealed || frame.waiters.length >= this.#opts.maxFrameItems || frame.bytes + w.data.byteLength > limit) {
+      frame = newFrame();
+      lane.queue.push(frame);
+    }
+    frame.waiters.push(w);
+    frame.ids.add(w.id);
+    frame.bytes += w.data.byteLength;
+    if (frame.waiters.length >= this.#opts.maxFrameItems || frame.bytes >= limit) frame.sealed = true;
+    if (lane.inFlight < this.#opts.framesInFlight && !lane.scheduled) {
+      // Sent on the next turn of the event loop at the earliest, so that items published in
+      // this turn share the frame.
+      lane.scheduled = true;
+      setImmediate(() => this.#kick(stage, lane));
+    }
+    return frame.done;
+  }
+
+  #kick(stage: string, lane: Lane): void {
+    lane.scheduled = false;
+    while (lane.inFlight < this.#opts.framesInFlight && lane.queue.length > 0) {
+      const frame = lane.queue[0]!;
+      const wait = lane.lastSent + this.#opts.lingerMs - performance.now();
+      if (!frame.sealed && wait > 0) {
+        // A frame went out less than lingerMs ago: let this one gather more items first.
+        lane.timer ??= setTimeout(() => { lane.timer = undefined; this.#kick(stage, lane); }, Math.ceil(wait));
+        return;
+      }
+      lane.queue.shift();
+      frame.sealed = true;
+      lane.inFlight++;
+      lane.lastSent = performance.now();
+      void this.#send(stage, frame).then(
+        (ack) => frame.settle(undefined, ack.duplicate),
+        (err) => frame.settle(err),
+      ).finally(() => {
+        lane.inFlight--;
+        this.#kick(stage, lane);
+      });
+    }
+  }
+
+  async #send(stage: string, frame: Frame): Promise<{ duplicate: boolean }> {
+    const { waiters } = frame;
+    const one = waiters.length === 1;
+    const data = one ? waiters[0]!.data : frameBytes(waiters.map((w) => w.data), frame.bytes);
+    const msgID = one ? waiters[0]!.id : frameId(waiters.map((w) => w.id));
     const subject = this.subjects.work(stage);
     let backoff = this.#opts.minBackoffMs;
     for (;;) {
-      options.signal?.throwIfAborted();
+      // Every caller gave up (closed): stop retrying on their behalf.
+      const signal = waiters[0]!.options.signal;
+      if (signal?.aborted && waiters.every((w) => w.options.signal?.aborted)) throw signal.reason;
       try {
         const ack = await this.#js.publish(subject, data, { msgID, timeout: this.#opts.publishTimeoutMs });
+        this.frames++;
         return { duplicate: ack.duplicate };
       } catch (err) {
         if (isStreamFull(err)) {
           this.stalls++;
-          options.onStall?.();
+          for (const w of waiters) w.options.onStall?.();
         } else if (!isTransient(err)) {
           throw err;
         }
         // Same msgID on retry: if the first attempt was stored after all, the server dedupes.
-        await sleep(backoff * (0.5 + Math.random() / 2), undefined, options.signal ? { signal: options.signal } : undefined);
+        await sleep(backoff * (0.5 + Math.random() / 2));
         backoff = Math.min(backoff * 2, this.#opts.maxBackoffMs);
       }
     }
@@ -142,4 +258,37 @@ export class WorkProducer {
     if (next) next();
     else this.#pending--;
   }
+}
+
+function newFrame(): Frame {
+  let settle!: Frame['settle'];
+  const done = new Promise<{ duplicate: boolean }>((resolve, reject) => {
+    settle = (err, duplicate = false) => (err === undefined ? resolve({ duplicate }) : reject(err));
+  });
+  done.catch(() => {}); // callers that gave up (aborted) no longer listen
+  return { waiters: [], ids: new Set(), bytes: 0, sealed: false, done, settle };
+}
+
+/** A msgpack array of already-encoded envelopes. */
+function frameBytes(items: Uint8Array[], bytes: number): Uint8Array {
+  const n = items.length;
+  const head = n < 16 ? [0x90 | n] : [0xdc, n >> 8, n & 0xff];
+  const out = new Uint8Array(head.length + bytes);
+  out.set(head, 0);
+  let at = head.length;
+  for (const it of items) {
+    out.set(it, at);
+    at += it.byteLength;
+  }
+  return out;
+}
+
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }

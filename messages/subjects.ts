@@ -51,3 +51,8 @@ export function subjects(pipeline: string): Subjects {
 export function messageId(stage: string, key: string): string {
   return `${stage}:${createHash('sha256').update(key).digest('base64url').slice(0, 32)}`;
 }
+
+/** JetStream message id of a frame: derived from its items' ids, so the same frame re-sent is stored once. */
+export function frameId(ids: readonly string[]): string {
+  return `frame:${createHash('sha256').update(ids.join('\n')).digest('base64url').slice(0, 32)}`;
+}

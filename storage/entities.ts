@@ -3,7 +3,7 @@
  * that the Writer records an item's outcome in the same transaction as its effect.
  */
 
-import { defineEntity, p, type InferEntity } from '@mikro-orm/sqlite';
+import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
 
 /**
  * The item ledger: one row per (item key, stage) with the latest status and attempt count.

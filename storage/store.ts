@@ -12,7 +12,7 @@
 
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { MikroORM, type EntityManager, type Options } from '@mikro-orm/sqlite';
+import type { EntityManager, MikroORM, Options } from '@mikro-orm/sqlite';
 import { codes, TroupeError } from '../messages/errors.ts';
 import { TroupeCheckpoint, troupeEntities } from './entities.ts';
 import { nativeDatabase, prepared, runUpsert, upsertRows, writableDatabase, type SqliteDatabase, type UpsertPlan } from './upsert.ts';
@@ -83,6 +83,9 @@ export class Store {
 export async function openStore(options: StoreOptions): Promise<Store> {
   const { dbPath, entities = [], readOnly = false, debug = false } = validate(options);
   if (!readOnly && dbPath !== ':memory:') await mkdir(dirname(dbPath), { recursive: true });
+  // Loaded here rather than at the top: threads that only import storage for upsertRows or
+  // the entities (every replica of a pipeline that does) need not load the SQL driver.
+  const { MikroORM } = await import('@mikro-orm/sqlite');
   const orm = await MikroORM.init({
     dbName: dbPath,
     entities: [...troupeEntities, ...entities],

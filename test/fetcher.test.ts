@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { codes, PermanentError, TroupeError } from '../messages/errors.ts';
 import { FetchError, headersProvider, HttpFetcher, type FetcherOptions } from '../actors/fetcher/mod.ts';
+import { TokenBucket } from '../actors/fetcher/limits.ts';
 import { maxInWindow, startTestHttp, type TestHttp } from './helpers/http.ts';
 import { tempDir, until } from './helpers/nats.ts';
 
@@ -66,6 +67,88 @@ test('fetcher - a per-origin rate limit is never exceeded while another origin r
   t.true(Math.max(...ty) - started >= ((ny - ry.burst) / ry.perSecond) * 1000 - 5);
   // The two origins ran side by side, not one after the other.
   t.true(Math.min(...ty) < Math.max(...tx) && Math.min(...tx) < Math.max(...ty));
+});
+
+test('rate limit - a high rate with burst 1 is not capped by timer resolution, and no one-second window holds more than perSecond', async (t) => {
+  // 5,000/s with burst 1: a bucket that stores one token loses those arriving between two
+  // timer ticks (about a millisecond apart) and tops out below 1,000/s.
+  const bucket = new TokenBucket(5_000, 1);
+  const taken: number[] = [];
+  const started = performance.now();
+  const stopAt = started + 1_500;
+  await Promise.all(Array.from({ length: 64 }, async () => {
+    while (performance.now() < stopAt) {
+      await bucket.take();
+      taken.push(performance.now());
+    }
+  }));
+  const firstSecond = taken.filter((v) => v - started < 1_000).length;
+  // Loaded 2-core boxes stall event loops; 1,500 is still far above the ~800/s of the bug.
+  t.true(firstSecond > 1_500, `${firstSecond} tokens in the first second`);
+  t.true(maxInWindow(taken, 1_000) <= 5_000, `${maxInWindow(taken, 1_000)} in one second`);
+});
+
+test('rate limit - setRate lowers the rate at once, the last second counting against the new cap, and raises it back', async (t) => {
+  const bucket = new TokenBucket(200, 1);
+  const taken: number[] = [];
+  let stopAt = performance.now() + 600;
+  const run = () => Promise.all(Array.from({ length: 16 }, async () => {
+    while (performance.now() < stopAt) {
+      await bucket.take();
+      taken.push(performance.now());
+    }
+  }));
+  await run();
+  const fast = taken.length;
+  t.true(fast > 30, `${fast} tokens in 0.6 s at 200/s`); // well above 20/s even when the box is loaded
+  const lowered = performance.now();
+  bucket.setRate(20, 1);
+  t.is(bucket.perSecond, 20);
+  stopAt = lowered + 1_500;
+  await run();
+  const after = taken.filter((v) => v >= lowered);
+  // The ~100+ tokens of the last 0.6 s count against the new cap of 20: nothing for ~0.9 s,
+  // then 20/s. (Callers already waiting at stopAt still get their tokens later.)
+  const first = after.filter((v) => v < lowered + 1_500).length;
+  t.true(first <= 20, `${first} tokens in 1.5 s after lowering to 20/s`);
+  t.true(Math.min(...after) - lowered >= 400, `first token ${Math.round(Math.min(...after) - lowered)} ms after lowering`);
+  t.true(maxInWindow(after, 1_000) <= 20, `${maxInWindow(after, 1_000)} in one second`);
+  t.throws(() => bucket.setRate(500, 1), { instanceOf: RangeError }, 'above the rate it was made with');
+  bucket.setRate(200, 1);
+  const raised = performance.now();
+  stopAt = raised + 500;
+  await run();
+  t.true(taken.filter((v) => v >= raised && v < raised + 500).length > 20, 'back to the full rate');
+});
+
+test('fetcher - setShare divides the default and the per-origin rate limits at the server', async (t) => {
+  const f = fetcher(t, { rate: { perSecond: 40, burst: 1, perOrigin: { [b.origin]: { perSecond: 40, burst: 1 } } } });
+  f.setShare(4); // 10/s each
+  t.is(f.share, 4);
+  const started = performance.now();
+  await Promise.all([
+    ...Array.from({ length: 12 }, () => f.fetch({ url: `${a.origin}/ok?id=share` })),
+    ...Array.from({ length: 12 }, () => f.fetch({ url: `${b.origin}/ok?id=share` })),
+  ]);
+  for (const server of [a, b]) {
+    const times = server.times('/ok?id=share');
+    t.is(times.length, 12);
+    // 12 requests at 10/s with burst 1 take at least 1.1 s; at 40/s they would take 0.3 s.
+    t.true(Math.max(...times) - started >= 1_000, `${server.origin}: ${Math.round(Math.max(...times) - started)} ms`);
+  }
+  t.throws(() => f.setShare(0), { instanceOf: RangeError });
+});
+
+test('fetcher - an origin unused for originIdleMs is dropped with its pool, and comes back on the next request', async (t) => {
+  const f = fetcher(t, { originIdleMs: 1_010, rate: { perSecond: 50, burst: 1 } });
+  await f.fetch({ url: `${a.origin}/ok?id=idle` });
+  t.deepEqual(Object.keys(f.stats().inFlight), [a.origin]);
+  // A crawl across many origins must not keep a pool and a limiter for each one it ever met.
+  await until(() => Object.keys(f.stats().inFlight).length === 0, 5_000, 'the idle origin dropped');
+  const res = await f.fetch({ url: `${a.origin}/ok?id=idle` });
+  t.is(res.status, 200);
+  t.is(a.count('/ok?id=idle'), 2);
+  t.deepEqual(Object.keys(f.stats().inFlight), [a.origin]);
 });
 
 test('fetcher - requests in flight per origin never exceed concurrencyPerOrigin', async (t) => {
@@ -320,6 +403,7 @@ const badOptions: Array<[string, unknown, string]> = [
   ['retryBaseMs', { retryBaseMs: 0 }, 'options.fetcher.retryBaseMs must be a positive integer'],
   ['maxBodyBytes', { maxBodyBytes: 2.5 }, 'options.fetcher.maxBodyBytes must be a positive integer'],
   ['maxRedirects', { maxRedirects: -1 }, 'options.fetcher.maxRedirects must be a non-negative integer'],
+  ['originIdleMs', { originIdleMs: 500 }, 'options.fetcher.originIdleMs must be at least 1010'],
   ['rate', { rate: 5 }, 'options.fetcher.rate must be an object { perSecond, burst }'],
   ['rate.perSecond', { rate: { perSecond: 0 } }, 'options.fetcher.rate.perSecond must be a positive number (Infinity for no limit)'],
   ['rate.burst', { rate: { perSecond: 5, burst: 0 } }, 'options.fetcher.rate.burst must be a positive integer'],

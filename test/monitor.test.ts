@@ -42,6 +42,11 @@ test('monitoring - every replica is a NATS micro service; status and stats answe
   t.deepEqual(status.stages.map((s) => s.stage).sort(), ['generate', 'write']);
   t.is(status.writer?.pid, job.child.pid, 'the Writer lease names the supervisor process');
   t.true(status.replicas.some((r) => r.role === 'generator'));
+  // Queued and in-flight counts are items, not messages: the Scanner's pages of 20 travel as frames.
+  const gen = status.stages.find((s) => s.stage === 'generate')!;
+  const info = await nats.jsm.consumers.info(`TROUPE_${pipeline}_WORK_generate`, 'troupe-generate');
+  const messages = info.num_pending + info.num_ack_pending;
+  t.true(messages > 0 && gen.queued + gen.inFlight > 5 * messages, `${gen.queued + gen.inFlight} items estimated for ${messages} messages`);
 
   const cli = troupe(['status', pipeline, '--nats', nats.server.url, '--json']);
   t.is(await cli.exited, 0, cli.stderr);

@@ -2,7 +2,7 @@ import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   codes, decode, ensureTopology, PermanentError, stageConfig, WorkConsumer, WorkProducer,
-  type DeadLetter, type Delivery, type StageLimits,
+  type ConsumerOptions, type DeadLetter, type Delivery, type StageConfig, type StageLimits,
 } from '../messages/mod.ts';
 import { startNats, uniqueName, until, type TestNats } from './helpers/nats.ts';
 
@@ -27,6 +27,46 @@ async function deadLetters(pipeline: string): Promise<DeadLetter[]> {
   return out;
 }
 
+/**
+ * A replica that takes a message and dies mid-handler (closed, never acking): what it held
+ * comes back after ackWaitMs.
+ */
+async function crashWhileHolding(pipeline: string, cfg: StageConfig, options: ConsumerOptions = {}): Promise<void> {
+  let started!: () => void;
+  const inHandler = new Promise<void>((r) => { started = r; });
+  const first = new WorkConsumer(nats.js, pipeline, cfg, async (batch) => {
+    started();
+    await sleep(60_000, undefined, { ref: false }); // a hung handler; must not keep the test process alive
+    return batch.map(() => undefined);
+  }, options);
+  await first.start();
+  await inHandler;
+  first.close();
+}
+
+/**
+ * Messages left in the stage's stream once the acks sent so far are applied. Acks are not
+ * confirmed by the server, so a stream empties a moment after a drain: this waits up to 3 s
+ * for it to reach 0, then reports what is left (a message never acked stays and fails the test).
+ */
+async function messagesAfterAcks(pipeline: string): Promise<number> {
+  const count = async () => (await nats.jsm.streams.info(`TROUPE_${pipeline}_WORK_work`)).state.messages;
+  await until(async () => (await count()) === 0, 3_000, 'an empty stream').catch(() => undefined);
+  return count();
+}
+
+/** Messages in the stage's stream and the items they carry (a frame carries several). */
+async function itemsIn(pipeline: string): Promise<{ messages: number; items: number }> {
+  const stream = `TROUPE_${pipeline}_WORK_work`;
+  const info = await nats.jsm.streams.info(stream);
+  let items = 0;
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const m = await nats.jsm.streams.getMessage(stream, { seq }).catch(() => null);
+    if (m) { const v = decode(m.data); items += Array.isArray(v) ? v.length : 1; }
+  }
+  return { messages: info.state.messages, items };
+}
+
 test('plane - items published are handled once each and acked', async (t) => {
   const { pipeline, cfg, producer } = await stage();
   for (let i = 0; i < 50; i++) await producer.publish('work', `k${i}`, { i });
@@ -39,7 +79,19 @@ test('plane - items published are handled once each and acked', async (t) => {
   await until(() => seen.length === 50, 10_000, '50 items');
   await consumer.drain();
   t.deepEqual([...seen].sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i));
-  t.is((await nats.jsm.streams.info(`TROUPE_${pipeline}_WORK_work`)).state.messages, 0);
+  t.is(await messagesAfterAcks(pipeline), 0);
+});
+
+test('plane - a publish while no stream listens yet (server recovering) waits for the stream instead of failing', async (t) => {
+  const pipeline = uniqueName();
+  const cfg = stageConfig('work', { ackWaitMs: 2_000 });
+  const producer = new WorkProducer(nats.js, pipeline, { minBackoffMs: 20, maxBackoffMs: 100 });
+  // nats.js reports the server's "no responders" as JetStreamNotEnabled; it must be retried.
+  const published = producer.publish('work', 'k1', { i: 1 });
+  await sleep(300);
+  await ensureTopology(nats.jsm, pipeline, [cfg]);
+  await published;
+  t.is((await nats.jsm.streams.info(`TROUPE_${pipeline}_WORK_work`)).state.messages, 1);
 });
 
 test('backpressure - producer into a full stage stalls while the consumer is paused, resumes when it drains', async (t) => {
@@ -78,7 +130,10 @@ test('backpressure - concurrent publishers are bounded by maxPending', async (t)
   const producer = new WorkProducer(nats.js, pipeline, { maxPending: 3 });
   const all = Promise.all(Array.from({ length: 30 }, (_, i) => producer.publish('work', `k${i}`, i)));
   await until(() => producer.stalls >= 3, 10_000, 'stalls');
-  t.is(producer.held, 25, 'five stored, the rest wait in the producer');
+  const stored = await itemsIn(pipeline);
+  t.is(stored.messages, 5, 'the stage is full');
+  t.is(producer.held, 30 - stored.items, 'what is not stored waits in the producer');
+  t.true(stored.items <= 5 * 3, `no frame holds more than maxPending items (${stored.items} in 5 messages)`);
   const consumer = new WorkConsumer(nats.js, pipeline, cfg, async (b) => b.map(() => undefined));
   await consumer.start();
   await all;
@@ -90,16 +145,7 @@ test('backpressure - concurrent publishers are bounded by maxPending', async (t)
 test('redelivery - a consumer closed mid-message leaves it to be handled once more', async (t) => {
   const { pipeline, cfg, producer } = await stage({ ackWaitMs: 1_000 });
   await producer.publish('work', 'only', { x: 1 });
-  let started!: () => void;
-  const inHandler = new Promise<void>((r) => { started = r; });
-  const first = new WorkConsumer(nats.js, pipeline, cfg, async (batch) => {
-    started();
-    await sleep(60_000);
-    return batch.map(() => undefined);
-  });
-  await first.start();
-  await inHandler;
-  first.close(); // like a killed replica: the message is never acked
+  await crashWhileHolding(pipeline, cfg); // like a killed replica: the message is never acked
   const attempts: number[] = [];
   const second = new WorkConsumer(nats.js, pipeline, cfg, async (batch: Delivery[]) => {
     for (const d of batch) attempts.push(d.attempt);
@@ -109,7 +155,7 @@ test('redelivery - a consumer closed mid-message leaves it to be handled once mo
   await until(() => attempts.length === 1, 10_000, 'redelivery');
   await second.drain();
   t.deepEqual(attempts, [2]);
-  t.is((await nats.jsm.streams.info(`TROUPE_${pipeline}_WORK_work`)).state.messages, 0);
+  t.is(await messagesAfterAcks(pipeline), 0);
 });
 
 test('redelivery - the same key published twice inside the window is stored once', async (t) => {
@@ -209,4 +255,124 @@ test('batches - a batch handler gets many messages per call and per-item outcome
   t.is(consumer.stats.dead, 1);
   t.true(Math.max(...sizes) > 1, `batch sizes ${sizes}`);
   t.true(sizes.every((s) => s <= 16));
+});
+
+test('frames - items published together travel as one message and are handled one by one', async (t) => {
+  const { pipeline, cfg } = await stage();
+  const producer = new WorkProducer(nats.js, pipeline, { maxFrameItems: 16 });
+  await Promise.all(Array.from({ length: 40 }, (_, i) => producer.publish('work', `k${i}`, { i })));
+  const stored = await itemsIn(pipeline);
+  t.is(stored.items, 40);
+  t.true(stored.messages <= 4 && stored.messages >= 3, `${stored.messages} messages for 40 items, at most 16 per frame`);
+  const seen: string[] = [];
+  const consumer = new WorkConsumer(nats.js, pipeline, cfg, async (batch) => {
+    for (const d of batch) seen.push(d.env.key);
+    return batch.map(() => undefined);
+  }, { maxInFlight: 4 });
+  await consumer.start();
+  await until(() => consumer.stats.done === 40, 10_000, '40 items');
+  await consumer.drain();
+  t.deepEqual(seen.sort(), Array.from({ length: 40 }, (_, i) => `k${i}`).sort());
+  t.true(consumer.stats.peakInFlight <= 4 + 16, `held ${consumer.stats.peakInFlight} items`);
+  t.is(await messagesAfterAcks(pipeline), 0, 'every frame acked');
+});
+
+test('frames - a failing item is retried alone; its neighbours in the frame are not handled again', async (t) => {
+  const { pipeline, cfg, producer } = await stage({ maxAttempts: 3 });
+  await Promise.all(Array.from({ length: 10 }, (_, i) => producer.publish('work', `k${i}`, { i })));
+  t.is((await itemsIn(pipeline)).messages, 1, 'one frame');
+  const calls = new Map<string, number[]>();
+  const consumer = new WorkConsumer(nats.js, pipeline, cfg, async (batch) => batch.map((d) => {
+    calls.set(d.env.key, [...(calls.get(d.env.key) ?? []), d.attempt]);
+    if (d.env.key === 'k3' && d.attempt < 3) return new Error('flaky upstream');
+    if (d.env.key === 'k5') return new PermanentError('404 not found');
+    return undefined;
+  }), { retryBaseMs: 10 });
+  await consumer.start();
+  await until(() => consumer.stats.done === 9 && consumer.stats.dead === 1, 10_000, 'all settled');
+  await consumer.drain();
+  t.deepEqual(calls.get('k3'), [1, 2, 3]);
+  for (const [key, attempts] of calls) if (key !== 'k3') t.deepEqual(attempts, [1], key);
+  t.is(consumer.stats.retried, 2);
+  const [letter] = await deadLetters(pipeline);
+  t.is(letter?.key, 'k5');
+  t.is((decode(letter!.data) as { key: string }).key, 'k5', 'the letter holds the item alone, ready to replay');
+  t.is(await messagesAfterAcks(pipeline), 0, 'the frame is acked once all its items settled');
+});
+
+test('frames - a frame never exceeds maxFrameBytes; an item larger than that travels alone', async (t) => {
+  const { pipeline } = await stage();
+  const producer = new WorkProducer(nats.js, pipeline, { maxFrameBytes: 2_000 });
+  await Promise.all([
+    ...Array.from({ length: 20 }, (_, i) => producer.publish('work', `small${i}`, 'x'.repeat(200))),
+    producer.publish('work', 'big', 'y'.repeat(5_000)),
+  ]);
+  const stream = `TROUPE_${pipeline}_WORK_work`;
+  const info = await nats.jsm.streams.info(stream);
+  const sizes: number[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) sizes.push((await nats.jsm.streams.getMessage(stream, { seq }))!.data.byteLength);
+  t.is((await itemsIn(pipeline)).items, 21);
+  t.is(sizes.filter((n) => n > 2_000).length, 1, `sizes ${sizes}`);
+  t.true(sizes.length < 21, 'small items shared frames');
+});
+
+test('frames - a frame delivered again is split into single messages, each with its full attempts', async (t) => {
+  const { pipeline, cfg, producer } = await stage({ ackWaitMs: 1_000, maxAttempts: 3 });
+  await Promise.all(Array.from({ length: 6 }, (_, i) => producer.publish('work', `k${i}`, { i })));
+  t.is((await itemsIn(pipeline)).messages, 1, 'one frame');
+  await crashWhileHolding(pipeline, cfg, { maxInFlight: 1 }); // a crashed replica: the frame comes back after ackWaitMs
+  const seen: Array<[string, number]> = [];
+  const second = new WorkConsumer(nats.js, pipeline, cfg, async (batch) => {
+    for (const d of batch) seen.push([d.env.key, d.attempt]);
+    return batch.map((d) => (d.env.key === 'k2' ? new Error('still failing') : undefined));
+  }, { retryBaseMs: 10 });
+  await second.start();
+  await until(() => second.stats.done === 5 && second.stats.dead === 1, 10_000, 'all settled');
+  await second.drain();
+  t.deepEqual(seen.filter(([k]) => k !== 'k2').map(([, a]) => a), [1, 1, 1, 1, 1], 'the others once each; the lost delivery is not counted');
+  t.deepEqual(seen.filter(([k]) => k === 'k2').map(([, a]) => a), [1, 2, 3], 'the failing item alone, up to maxAttempts');
+  const [letter] = await deadLetters(pipeline);
+  t.is(letter?.attempts, 3);
+  t.is(await messagesAfterAcks(pipeline), 0);
+});
+
+test('frames - a redelivered frame that cannot be split (its stage is full) is handled in place, nothing lost', async (t) => {
+  const { pipeline, cfg, producer } = await stage({ ackWaitMs: 1_000, maxMessages: 2 });
+  await Promise.all(Array.from({ length: 6 }, (_, i) => producer.publish('work', `k${i}`, { i })));
+  await producer.publish('work', 'other', {});
+  t.is((await itemsIn(pipeline)).messages, 2, 'a frame and a single: the stage is full');
+  await crashWhileHolding(pipeline, cfg, { maxInFlight: 1, prefetch: 1 });
+  const seen: Array<[string, number]> = [];
+  const second = new WorkConsumer(nats.js, pipeline, cfg, async (batch) => {
+    for (const d of batch) seen.push([d.env.key, d.attempt]);
+    return batch.map(() => undefined);
+  });
+  await second.start();
+  await until(() => second.stats.done === 7, 10_000, 'all seven handled');
+  await second.drain();
+  t.deepEqual(seen.filter(([k]) => k !== 'other').map(([k]) => k).sort(), ['k0', 'k1', 'k2', 'k3', 'k4', 'k5']);
+  t.is(second.stats.dead, 0);
+  t.is(await messagesAfterAcks(pipeline), 0);
+});
+
+test('frames - items of a frame that wait for a slot go back to the stage for an idle replica', async (t) => {
+  const { pipeline, cfg, producer } = await stage();
+  await Promise.all(Array.from({ length: 10 }, (_, i) => producer.publish('work', `k${i}`, { i })));
+  t.is((await itemsIn(pipeline)).messages, 1, 'one frame of ten');
+  const by = new Map<string, string[]>();
+  const slow = (name: string) => async (batch: Delivery[]) => {
+    for (const d of batch) by.set(d.env.key, [...(by.get(d.env.key) ?? []), name]);
+    await sleep(300);
+    return batch.map(() => undefined);
+  };
+  const a = new WorkConsumer(nats.js, pipeline, cfg, slow('a'), { maxInFlight: 1, giveBackMs: 200 });
+  await a.start();
+  await until(() => by.size > 0, 5_000, 'a starts');
+  const b = new WorkConsumer(nats.js, pipeline, cfg, slow('b'), { maxInFlight: 1, giveBackMs: 200 });
+  await b.start();
+  await until(() => a.stats.done + b.stats.done === 10, 10_000, 'all ten handled');
+  await Promise.all([a.drain(), b.drain()]);
+  t.true(b.stats.done >= 3, `the second replica handled ${b.stats.done} of the ten`);
+  t.true([...by.values()].every((names) => names.length === 1), 'each item handled once');
+  t.is(await messagesAfterAcks(pipeline), 0);
 });

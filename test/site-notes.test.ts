@@ -348,7 +348,8 @@ test('monitoring - troupe dead lists a dead letter with its code and replays it'
   await until(() => nats.jsm.streams.info(workStream).then(() => true, () => false), 60_000, 'the generate stream');
   // 0xc1 is never valid msgpack: the Generator cannot decode it and dead-letters it at once.
   const garbage = new Uint8Array([0xc1, 0xde, 0xad, 0xbe, 0xef]);
-  await nats.js.publish('troupe.site-notes.work.generate', garbage);
+  // Retries: the stream can answer STREAM.INFO a moment before it listens (nats-server 2.9).
+  await nats.js.publish('troupe.site-notes.work.generate', garbage, { retries: 20 });
   t.is((await finish(job, 'the job')).code, 0, job.stderr().slice(-4000));
 
   const list = cli(['dead', 'site-notes', 'list', '--json', '--nats', nats.server.url]);

@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { codes, TroupeError } from '../../messages/errors.ts';
 import { readFileUrl, tooLarge } from './file.ts';
 import { delay, Semaphore, TokenBucket } from './limits.ts';
-import { resolveFetcherOptions, type FetcherOptions, type ResolvedFetcherOptions } from './options.ts';
+import { resolveFetcherOptions, type FetcherOptions, type ResolvedFetcherOptions, type ResolvedRate } from './options.ts';
 import {
   backoffMs, FetchError, isRetryableNetworkError, isTimeoutError, parseRetryAfter, plural,
   REDIRECT_STATUSES, RETRY_AFTER_STATUSES, RETRY_STATUSES,
@@ -56,6 +56,10 @@ interface Origin {
   readonly slots: Semaphore;
   readonly bucket: TokenBucket;
   inFlight: number;
+  /** Fetches waiting for or holding a slot of this origin. */
+  users: number;
+  /** When the last user let go (performance.now()). */
+  idleSince: number;
 }
 
 /** How one attempt ended, when it did not end the fetch. */
@@ -84,9 +88,38 @@ export class HttpFetcher {
   readonly #abort = new AbortController();
   #closing: Promise<void> | undefined;
   readonly #stats = { requests: 0, retries: 0, succeeded: 0, failed: 0 };
+  #share = 1;
+  #sweeper: NodeJS.Timeout | undefined;
 
   constructor(options: FetcherOptions = {}) {
     this.options = resolveFetcherOptions(options);
+  }
+
+  /** How many fetchers divide each per-origin rate limit (this one included). */
+  get share(): number {
+    return this.#share;
+  }
+
+  /**
+   * Divides every per-origin rate limit (the default and the `perOrigin` ones) among `n`
+   * fetchers that call the same origins, this one included: each gets `perSecond / n` and
+   * `burst / n` (at least 1). Applies at once to origins already in use.
+   */
+  setShare(n: number): void {
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`HttpFetcher.setShare: ${n} is not a positive integer`);
+    if (n === this.#share) return;
+    this.#share = n;
+    for (const [key, o] of this.#origins) {
+      const rate = this.#rateOf(key);
+      if (Number.isFinite(rate.perSecond)) o.bucket.setRate(rate.perSecond, rate.burst);
+    }
+  }
+
+  /** The rate of `origin` for this fetcher's share. */
+  #rateOf(origin: string): ResolvedRate {
+    const rate = this.options.rateByOrigin.get(origin) ?? this.options.rate;
+    const n = this.#share;
+    return n === 1 ? rate : { perSecond: rate.perSecond / n, burst: Math.max(1, Math.floor(rate.burst / n)) };
   }
 
   /**
@@ -132,6 +165,7 @@ export class HttpFetcher {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#abort.abort(new TroupeError(codes.CLOSED, 'the fetcher was closed'));
+      clearInterval(this.#sweeper);
       const pools = [...this.#origins.values()].map((o) => o.pool);
       this.#origins.clear();
       await Promise.all(pools.map((p) => p.close()));
@@ -184,7 +218,13 @@ export class HttpFetcher {
       }
       const origin = this.#origin(url.origin);
       let outcome: Outcome;
-      await origin.slots.acquire(signal);
+      origin.users++;
+      try {
+        await origin.slots.acquire(signal);
+      } catch (err) {
+        this.#letGo(origin);
+        throw err;
+      }
       try {
         await origin.bucket.take(signal);
         const budget = opts.maxRetryTimeMs - spent;
@@ -198,6 +238,7 @@ export class HttpFetcher {
         }
       } finally {
         origin.slots.release();
+        this.#letGo(origin);
       }
 
       if (outcome.kind === 'done') {
@@ -327,11 +368,40 @@ export class HttpFetcher {
     }
   }
 
+  #letGo(origin: Origin): void {
+    if (--origin.users === 0) origin.idleSince = performance.now();
+  }
+
+  /**
+   * Drops origins nobody used for `originIdleMs` (closing their pools): the map holds the
+   * origins in use recently, not every origin a long crawl ever met.
+   */
+  #sweep(): void {
+    const cutoff = performance.now() - this.options.originIdleMs;
+    for (const [key, o] of this.#origins) {
+      if (o.users > 0 || o.idleSince > cutoff) continue;
+      this.#origins.delete(key);
+      void o.pool.close().catch(() => undefined);
+    }
+    if (this.#origins.size === 0) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
+  }
+
   #origin(key: string): Origin {
     let o = this.#origins.get(key);
     if (o === undefined) {
+      if (this.#sweeper === undefined) {
+        this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.options.originIdleMs, 10_000));
+        this.#sweeper.unref();
+      }
       const opts = this.options;
-      const rate = opts.rateByOrigin.get(key) ?? opts.rate;
+      // Made at the full rate, then shared: a bucket can lower its rate but not raise it past that.
+      const full = opts.rateByOrigin.get(key) ?? opts.rate;
+      const rate = this.#rateOf(key);
+      const bucket = new TokenBucket(full.perSecond, full.burst);
+      if (this.#share > 1 && Number.isFinite(rate.perSecond)) bucket.setRate(rate.perSecond, rate.burst);
       o = {
         pool: new Pool(key, {
           connections: opts.connectionsPerOrigin,
@@ -340,8 +410,10 @@ export class HttpFetcher {
           bodyTimeout: opts.bodyTimeoutMs,
         }),
         slots: new Semaphore(opts.concurrencyPerOrigin),
-        bucket: new TokenBucket(rate.perSecond, rate.burst),
+        bucket,
         inFlight: 0,
+        users: 0,
+        idleSince: performance.now(),
       };
       this.#origins.set(key, o);
     }

@@ -62,25 +62,84 @@ export class Semaphore {
   }
 }
 
+/** Timers fire a millisecond or more apart: the bucket keeps at least this long's tokens. */
+const TIMER_SLACK_MS = 4;
+
+function storeOf(perSecond: number, burst: number): number {
+  return Math.max(burst, Math.ceil((perSecond * TIMER_SLACK_MS) / 1000));
+}
+
+/** The one-second window, with 10 ms to spare for requests that reach the server late. */
+export const WINDOW_MS = 1_010;
+
 /**
- * A token bucket: `perSecond` tokens a second, at most `burst` stored. Callers wait in FIFO
- * order; a token is taken only when it is really there (checked against the clock when the
- * waiter wakes, as Node timers may fire early or, after a stall, many at once), so the
- * tokens taken in any window of `t` seconds never exceed `burst + perSecond * t`.
+ * A token bucket: `perSecond` tokens a second, at most `burst` stored, and never more than
+ * `max(perSecond, burst)` tokens taken in any sliding one-second window (what an API's
+ * "N requests per second" means). Callers wait in FIFO order; a token is taken only when it
+ * is really there (checked against the clock when the waiter wakes, as Node timers may fire
+ * early or, after a stall, many at once).
+ *
+ * The bucket stores at least `perSecond × 4 ms` tokens whatever `burst` says: a timer fires
+ * at most about once a millisecond, and with a smaller store the tokens that arrive between
+ * two timers would be lost (at 2,000/s with burst 1, the rate would top out near 800/s).
  * Waiting only slows the caller; it fails only when the caller's signal aborts.
  */
 export class TokenBucket {
-  readonly perSecond: number;
-  readonly burst: number;
+  #perSecond: number;
+  #burst: number;
+  #store: number;
   #tokens: number;
   #at = performance.now();
   readonly #queue: Array<{ grant(): void }> = [];
   #timer: NodeJS.Timeout | undefined;
+  /**
+   * When the last `#window.length` tokens were taken (a ring), for the one-second cap. It is
+   * sized for the rate given at construction; {@link setRate} may only lower the rate below
+   * that, so the cap always fits.
+   */
+  readonly #window: Float64Array;
+  #cap: number;
+  #next = 0;
 
   constructor(perSecond: number, burst: number) {
-    this.perSecond = perSecond;
-    this.burst = burst;
+    this.#perSecond = perSecond;
+    this.#burst = burst;
+    this.#store = storeOf(perSecond, burst);
     this.#tokens = burst;
+    // Bounded: above 100,000/s the one-second cap is left to the bucket alone.
+    const cap = Math.max(Math.floor(perSecond), burst);
+    this.#window = new Float64Array(Number.isFinite(cap) && cap <= 100_000 ? cap : 0).fill(-Infinity);
+    this.#cap = this.#window.length;
+  }
+
+  get perSecond(): number {
+    return this.#perSecond;
+  }
+
+  get burst(): number {
+    return this.#burst;
+  }
+
+  /**
+   * Changes the rate, at most to the one the bucket was made with (a share of a limit that
+   * replicas on several machines divide among them). Lowering it takes effect for the next
+   * token: the tokens already taken in the last second count against the lower cap, so the
+   * one-second window never holds more than the new `max(perSecond, burst)` from then on.
+   */
+  setRate(perSecond: number, burst: number): void {
+    if (!(perSecond > 0) || !(burst >= 1)) throw new RangeError(`TokenBucket.setRate: bad rate ${perSecond}/s, burst ${burst}`);
+    const cap = Math.max(Math.floor(perSecond), burst);
+    if (this.#window.length > 0 && cap > this.#window.length) throw new RangeError(`TokenBucket.setRate: ${perSecond}/s is above the rate the bucket was made with`);
+    this.#waitMs(); // bring the tokens up to now at the old rate
+    this.#perSecond = perSecond;
+    this.#burst = burst;
+    this.#store = storeOf(perSecond, burst);
+    this.#tokens = Math.min(this.#tokens, this.#store);
+    if (this.#window.length > 0) this.#cap = cap;
+    // Waiters may go sooner (or later): time them again.
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#pump();
   }
 
   /** Callers waiting for a token. */
@@ -89,10 +148,10 @@ export class TokenBucket {
   }
 
   take(signal?: AbortSignal): Promise<void> {
-    if (this.perSecond === Infinity) return Promise.resolve();
+    if (this.#perSecond === Infinity) return Promise.resolve();
     if (signal?.aborted) return Promise.reject(signal.reason);
-    if (this.#queue.length === 0 && this.#refill() >= 1) {
-      this.#tokens -= 1;
+    if (this.#queue.length === 0 && this.#waitMs() === 0) {
+      this.#use();
       return Promise.resolve();
     }
     return new Promise<void>((resolve, reject) => {
@@ -119,25 +178,36 @@ export class TokenBucket {
 
   #schedule(): void {
     if (this.#timer !== undefined || this.#queue.length === 0) return;
-    const ms = Math.max(1, Math.ceil(((1 - this.#refill()) / this.perSecond) * 1000));
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.#pump();
-    }, ms);
+    }, Math.max(1, Math.ceil(this.#waitMs())));
   }
 
   #pump(): void {
-    while (this.#queue.length > 0 && this.#refill() >= 1) {
-      this.#tokens -= 1;
+    while (this.#queue.length > 0 && this.#waitMs() === 0) {
+      this.#use();
       this.#queue.shift()!.grant();
     }
     this.#schedule();
   }
 
-  #refill(): number {
+  /** How long until a token may be taken: 0 when one may be taken now. */
+  #waitMs(): number {
     const now = performance.now();
-    this.#tokens = Math.min(this.burst, this.#tokens + ((now - this.#at) / 1000) * this.perSecond);
+    this.#tokens = Math.min(this.#store, this.#tokens + ((now - this.#at) / 1000) * this.#perSecond);
     this.#at = now;
-    return this.#tokens;
+    const bucket = this.#tokens >= 1 ? 0 : ((1 - this.#tokens) / this.#perSecond) * 1000;
+    // The token taken `cap` tokens ago must be a full second old.
+    const size = this.#window.length;
+    const window = size > 0 ? Math.max(0, this.#window[(this.#next - this.#cap + size) % size]! + WINDOW_MS - now) : 0;
+    return Math.max(bucket, window);
+  }
+
+  #use(): void {
+    this.#tokens -= 1;
+    if (this.#window.length === 0) return;
+    this.#window[this.#next] = performance.now();
+    this.#next = (this.#next + 1) % this.#window.length;
   }
 }

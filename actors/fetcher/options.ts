@@ -1,5 +1,6 @@
 import { codes, TroupeError } from '../../messages/errors.ts';
 import type { HeadersSource } from './headers.ts';
+import { WINDOW_MS } from './limits.ts';
 
 /** A token-bucket rate: `perSecond` tokens are added each second, at most `burst` are kept. */
 export interface RateLimit {
@@ -37,6 +38,12 @@ export interface FetcherOptions {
   retryBaseMs?: number;
   /** Largest body accepted; larger ones fail permanently with `TROUPE_TOO_LARGE`. @default 16 MiB */
   maxBodyBytes?: number;
+  /**
+   * An origin's connection pool and limiter state are dropped after this long without a
+   * request in flight or waiting, so a crawl across many origins keeps only the recent ones.
+   * At least 1,010 ms (one rate window: a limit then starts afresh safely). @default 30_000
+   */
+  originIdleMs?: number;
   /** Redirects followed per request. @default 5 */
   maxRedirects?: number;
   /** @default 'troupe/0.1 (+https://github.com/troupe)' */
@@ -64,6 +71,7 @@ export interface ResolvedFetcherOptions {
   readonly retryBaseMs: number;
   readonly maxBodyBytes: number;
   readonly maxRedirects: number;
+  readonly originIdleMs: number;
   readonly userAgent: string;
   readonly headers: HeadersSource | undefined;
 }
@@ -78,6 +86,7 @@ export const fetcherDefaults = Object.freeze({
   maxAttempts: 4,
   maxRetryTimeMs: 60_000,
   retryBaseMs: 250,
+  originIdleMs: 30_000,
   maxBodyBytes: 16 * 1024 * 1024,
   maxRedirects: 5,
   userAgent: 'troupe/0.1 (+https://github.com/troupe)',
@@ -87,6 +96,11 @@ const PREFIX = 'options.fetcher';
 
 function bad(name: string, rule: string): TroupeError {
   return new TroupeError(codes.BAD_OPTION, `${PREFIX}.${name} must be ${rule}`);
+}
+
+function atLeast(name: string, value: number, min: number): number {
+  if (value < min) throw bad(name, `at least ${min}`);
+  return value;
 }
 
 function positiveInt(name: string, v: unknown, fallback: number): number {
@@ -148,6 +162,7 @@ export function resolveFetcherOptions(options: FetcherOptions = {}): ResolvedFet
     maxAttempts: positiveInt('maxAttempts', options.maxAttempts, d.maxAttempts),
     maxRetryTimeMs: positiveInt('maxRetryTimeMs', options.maxRetryTimeMs, d.maxRetryTimeMs),
     retryBaseMs: positiveInt('retryBaseMs', options.retryBaseMs, d.retryBaseMs),
+    originIdleMs: atLeast('originIdleMs', positiveInt('originIdleMs', options.originIdleMs, d.originIdleMs), WINDOW_MS),
     maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, d.maxBodyBytes),
     maxRedirects: nonNegativeInt('maxRedirects', options.maxRedirects, d.maxRedirects),
     userAgent,

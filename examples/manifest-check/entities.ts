@@ -1,4 +1,4 @@
-import { defineEntity, p } from '@mikro-orm/sqlite';
+import { defineEntity, p } from '@mikro-orm/core';
 
 /**
  * One file of the checked tree, as the last check saw it. `epoch` is the check that last saw

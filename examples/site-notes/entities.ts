@@ -1,4 +1,4 @@
-import { defineEntity, p } from '@mikro-orm/sqlite';
+import { defineEntity, p } from '@mikro-orm/core';
 
 /**
  * One page of the crawl. `status`: pending (discovered, not fetched), done (archived as a
