@@ -105,17 +105,21 @@ test.serial('runtime - a troupe worker beside troupe start takes a share of the 
 test.serial('runtime - --replicas generate=3 starts three Generator replicas', async (t) => {
   const pipeline = uniqueName('three');
   const out = await outDir(t);
-  const N = 1500;
+  // 3 replicas × maxInFlight 8 at 250 ms an item: ~100 items/s, so the job runs for ~12 s,
+  // well past the start of `troupe status` on a loaded machine (at 20 ms it ended in ~1.5 s,
+  // before status sampled, and the report held no replicas).
+  const N = 1200;
   const seen = new Set<string>();
   const sub = nats.nc.subscribe(`troupe.${pipeline}.events.generate.heartbeat`, {
     callback: (_e, m) => { seen.add((decode(m.data) as { replica: string }).replica); },
   });
   t.teardown(() => sub.unsubscribe());
-  const job = startNumbers(pipeline, out, ['--count', String(N), '--delayMs', '20', '--replicas', 'generate=3'], { nats: nats.server.url });
+  const job = startNumbers(pipeline, out, ['--count', String(N), '--delayMs', '250', '--replicas', 'generate=3'], { nats: nats.server.url });
   t.teardown(() => { job.child.kill('SIGKILL'); });
   await until(() => seen.size >= 3 || job.child.exitCode !== null, 60_000, 'heartbeats of three generators');
   const status = troupe(['status', pipeline, '--nats', nats.server.url, '--json']);
   t.is(await within(status.exited, 30_000, 'troupe status'), 0, output(status));
+  t.is(job.child.exitCode, null, 'the job was still running when status sampled it');
 
   t.is(await within(job.exited, 90_000, 'the job'), 0, output(job));
   const ids = [...seen].map((id) => id.split('/').slice(1).join('/')).sort();
