@@ -1,5 +1,5 @@
 import { codes, encode, TroupeError, type Delivery } from '../messages/mod.ts';
-import { appliedIds, FileSandbox, openStore, recordLedger, saveCheckpoint, WriterLease, type Store } from '../storage/mod.ts';
+import { appliedIds, FileSandbox, KeyFilter, loadLedgerKeys, openStore, recordLedger, saveCheckpoint, WriterLease, type Store } from '../storage/mod.ts';
 import { dbPath, type ReplicaEnv } from './env.ts';
 import { CHECKPOINT_KEY, type Item, type Stage, type WriteTx } from './pipeline.ts';
 
@@ -16,6 +16,8 @@ import { StageActor } from './stage-actor.ts';
 export class Writer extends StageActor {
   #store: Store | undefined;
   #lease: WriterLease | undefined;
+  /** Keys the ledger holds at the write stage: a batch of new keys skips the replay lookup. */
+  readonly #written = new KeyFilter();
   readonly sandbox: FileSandbox;
 
   constructor(env: ReplicaEnv) {
@@ -34,7 +36,8 @@ export class Writer extends StageActor {
     this.#lease.onLost((err) => void this.fail(err));
     const cleaned = await this.sandbox.cleanTemp();
     if (cleaned > 0) this.ctx.log(`removed ${cleaned} temp file(s) left by an interrupted write`);
-    this.#store = await openStore({ dbPath: dbPath(this.env.out, this.env.def.name), entities: this.env.def.writer.entities });
+    this.#store = await openStore({ dbPath: dbPath(this.env.out, this.env.def.name), entities: this.env.def.writer.entities, backgroundCheckpoint: true });
+    await loadLedgerKeys(this.#store, 'write', this.#written);
     await super.onStart();
   }
 
@@ -81,7 +84,7 @@ export class Writer extends StageActor {
       // A message whose id the ledger already holds for its key was applied before (committed
       // but not acked before a crash, or published again by a replayed or resumed upstream
       // after the server's duplicate window): acked, not applied again.
-      const applied = await appliedIds(em, 'write', fresh.map((d) => d.env));
+      const applied = await appliedIds(em, 'write', fresh.map((d) => d.env), this.#written);
       if (applied.size > 0) fresh = fresh.filter((d) => !applied.has(d.env.id));
       for (const d of fresh) commands.push({ key: d.env.key, body: d.env.body });
       const tx: WriteTx = {
@@ -95,6 +98,8 @@ export class Writer extends StageActor {
       if (commands.length > 0) await this.env.def.writer.apply(commands, tx);
       for (const c of checkpoints) await saveCheckpoint(em, c.name, c.cursor);
       await recordLedger(em, fresh.map((d) => ({ key: d.env.key, stage: 'write', status: 'done', attempts: d.attempt, lastId: d.env.id })));
+      // Before the commit: a key added for a transaction that then rolls back costs one lookup later, never a wrong answer.
+      for (const d of fresh) this.#written.add(d.env.key);
       lease.assertHeld(); // fencing: never commit after the lease is gone
     });
     const byStage = new Map<Stage, Array<Item<unknown>>>();

@@ -183,11 +183,14 @@ async function scenario4(): Promise<void> {
   };
   const rawR = await best('raw');
   const store = await best('store');
-  const actor = await withNats((url) => contender('writer.ts', { mode: 'actor', rows, url }));
+  // Best of 2 like the others, each run on a fresh nats-server and file.
+  const actorRun = () => withNats((url) => contender('writer.ts', { mode: 'actor', rows, url }));
+  const [a1, a2] = [await actorRun(), await actorRun()];
+  const actor = (a1.rowsPerSec ?? 0) >= (a2.rowsPerSec ?? 0) ? a1 : a2;
   raw.writer = { raw: rawR, store, actor };
   sections.push({
     n: 4, title: 'Writer rows/s into SQLite (100k rows of key, title, ~200-byte body)',
-    note: 'Transactions of 1,000 rows, WAL + synchronous=NORMAL, fresh file each. raw and store: best of 2 runs. ' +
+    note: 'Transactions of 1,000 rows, WAL + synchronous=NORMAL, fresh file each. Every row: best of 2 runs. ' +
       `The actor row includes consuming from NATS (preloaded stage; timed from the Writer running to the last ack). ${at}.`,
     headers: ['path', 'rows/s', 'vs raw'],
     rows: [

@@ -1,10 +1,10 @@
 import test from 'ava';
-import { rm } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { defineEntity, p } from '@mikro-orm/sqlite';
 import { codes } from '../messages/mod.ts';
 import {
-  appliedIds, isDone, ledgerCounts, loadCheckpoint, openStore, recordLedger, saveCheckpoint, TroupeLedger, upsertRows, type Store,
+  appliedIds, isDone, KeyFilter, ledgerCounts, loadCheckpoint, loadLedgerKeys, openStore, recordLedger, saveCheckpoint, TroupeLedger, upsertRows, type Store,
 } from '../storage/mod.ts';
 import { tempDir } from './helpers/nats.ts';
 
@@ -218,4 +218,58 @@ test('store - appliedIds finds the messages already applied, by envelope id', as
   ]));
   t.deepEqual([...seen], ['id-a1']);
   await store.close();
+});
+
+test('store - appliedIds with a key filter looks up only keys the filter may hold, and the filter loads from the ledger', async (t) => {
+  const { store } = await fresh();
+  await store.transaction((em) => recordLedger(em, [
+    { key: 'a', stage: 'write', status: 'done', attempts: 1, lastId: 'id-a1' },
+    { key: 'b', stage: 'fetch', status: 'done', attempts: 1, lastId: 'id-b1' },
+  ]));
+  const filter = new KeyFilter();
+  t.is(await loadLedgerKeys(store, 'write', filter), 1);
+  t.true(filter.mayHave('a'));
+  t.false(filter.mayHave('b'), 'another stage\'s keys are not loaded');
+  const seen = await store.transaction((em) => appliedIds(em, 'write', [{ key: 'a', id: 'id-a1' }, { key: 'c', id: 'id-c1' }], filter));
+  t.deepEqual([...seen], ['id-a1']);
+  // A filter that has never seen 'a' skips its lookup: the caller must add every key it writes.
+  const empty = await store.transaction((em) => appliedIds(em, 'write', [{ key: 'a', id: 'id-a1' }], new KeyFilter()));
+  t.deepEqual([...empty], []);
+  await store.close();
+});
+
+test('key filter - never forgets a key it was given, and stays sparse when it holds few', (t) => {
+  const filter = new KeyFilter(20); // 1 Mibit
+  const keys = Array.from({ length: 50_000 }, (_, i) => `https://example.org/item/${i}`);
+  for (const k of keys) filter.add(k);
+  t.true(keys.every((k) => filter.mayHave(k)));
+  let positives = 0;
+  for (let i = 0; i < 50_000; i++) if (filter.mayHave(`https://example.org/other/${i}`)) positives++;
+  // 50k keys in 2^20 bits with 3 hashes: ~0.3% false positives in theory.
+  t.true(positives < 500, `${positives} false positives of 50,000`);
+  t.is(filter.bits.byteLength, 2 ** 20 / 8, 'its size is fixed');
+  t.throws(() => new KeyFilter(40), { instanceOf: RangeError });
+});
+
+test('store - a background checkpointer keeps the WAL bounded and loses nothing on close', async (t) => {
+  const dir = await tempDir('troupe-store-');
+  dirs.push(dir);
+  const dbPath = join(dir, 'bg.db');
+  const store = await openStore({ dbPath, entities: [Note], backgroundCheckpoint: true });
+  t.teardown(() => store.close());
+  const body = 'x'.repeat(300);
+  let maxWal = 0;
+  for (let b = 0; b < 60; b++) {
+    await store.transaction((em) => upsertRows(em, Note, Array.from({ length: 500 }, (_, i) => ({
+      key: `n${b * 500 + i}`, title: body, words: i, published: true, tags: [], fetchedAt: new Date(0),
+    }))));
+    await new Promise((r) => setTimeout(r, 10)); // a Writer's gap between batches
+    maxWal = Math.max(maxWal, (await stat(`${dbPath}-wal`)).size);
+  }
+  // 30k rows of ~400 bytes write ~20 MiB of pages; the checkpointer keeps the WAL to a few batches.
+  t.true(maxWal < 8 * 1024 * 1024, `WAL reached ${maxWal} bytes`);
+  await store.close();
+  const again = await openStore({ dbPath, entities: [Note], readOnly: true });
+  t.is((again.db.prepare('select count(*) as n from note').get() as { n: number }).n, 30_000);
+  await again.close();
 });

@@ -36,10 +36,10 @@ if (a.mode === 'raw') {
   const tx = db.transaction((rows: ReturnType<typeof batch>) => { for (const r of rows) insert.run(r.key, r.title, r.body); });
   const t0 = performance.now();
   for (let o = 0; o < a.rows; o += BATCH) tx(batch(o));
+  db.close(); // timed: it checkpoints what is left in the WAL, as the Writer path's close does
   seconds = (performance.now() - t0) / 1000;
-  db.close();
 } else if (a.mode === 'store') {
-  const store = await openStore({ dbPath: join(dir, 'store.db'), entities: [BenchNote] });
+  const store = await openStore({ dbPath: join(dir, 'store.db'), entities: [BenchNote], backgroundCheckpoint: true });
   const t0 = performance.now();
   for (let o = 0; o < a.rows; o += BATCH) {
     const rows = batch(o);
@@ -48,8 +48,9 @@ if (a.mode === 'raw') {
       await recordLedger(em, rows.map((r) => ({ key: r.key, stage: 'write', status: 'done', attempts: 1 })));
     });
   }
-  seconds = (performance.now() - t0) / 1000;
+  // Timed: the WAL left behind by the background checkpointer is written back here.
   await store.close();
+  seconds = (performance.now() - t0) / 1000;
 } else {
   const pipelinePath = new URL('../pipelines/rows.ts', import.meta.url).pathname;
   const def = await loadPipeline(pipelinePath);
