@@ -140,7 +140,7 @@ test('fetcher - setShare divides the default and the per-origin rate limits at t
 });
 
 test('fetcher - an origin unused for originIdleMs is dropped with its pool, and comes back on the next request', async (t) => {
-  const f = fetcher(t, { originIdleMs: 1_010, rate: { perSecond: 50, burst: 1 } });
+  const f = fetcher(t, { originIdleMs: 1_050, rate: { perSecond: 50, burst: 1 } });
   await f.fetch({ url: `${a.origin}/ok?id=idle` });
   t.deepEqual(Object.keys(f.stats().inFlight), [a.origin]);
   // A crawl across many origins must not keep a pool and a limiter for each one it ever met.
@@ -403,7 +403,7 @@ const badOptions: Array<[string, unknown, string]> = [
   ['retryBaseMs', { retryBaseMs: 0 }, 'options.fetcher.retryBaseMs must be a positive integer'],
   ['maxBodyBytes', { maxBodyBytes: 2.5 }, 'options.fetcher.maxBodyBytes must be a positive integer'],
   ['maxRedirects', { maxRedirects: -1 }, 'options.fetcher.maxRedirects must be a non-negative integer'],
-  ['originIdleMs', { originIdleMs: 500 }, 'options.fetcher.originIdleMs must be at least 1010'],
+  ['originIdleMs', { originIdleMs: 500 }, 'options.fetcher.originIdleMs must be at least 1050'],
   ['rate', { rate: 5 }, 'options.fetcher.rate must be an object { perSecond, burst }'],
   ['rate.perSecond', { rate: { perSecond: 0 } }, 'options.fetcher.rate.perSecond must be a positive number (Infinity for no limit)'],
   ['rate.burst', { rate: { perSecond: 5, burst: 0 } }, 'options.fetcher.rate.burst must be a positive integer'],

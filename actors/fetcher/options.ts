@@ -41,7 +41,7 @@ export interface FetcherOptions {
   /**
    * An origin's connection pool and limiter state are dropped after this long without a
    * request in flight or waiting, so a crawl across many origins keeps only the recent ones.
-   * At least 1,010 ms (one rate window: a limit then starts afresh safely). @default 30_000
+   * At least 1,050 ms (one rate window: a limit then starts afresh safely). @default 30_000
    */
   originIdleMs?: number;
   /** Redirects followed per request. @default 5 */
