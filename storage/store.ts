@@ -168,6 +168,7 @@ function validate(options: StoreOptions): StoreOptions {
   if (typeof options.dbPath !== 'string' || options.dbPath === '') throw badOption('options.dbPath must be a non-empty string');
   if (options.entities !== undefined && !Array.isArray(options.entities)) throw badOption('options.entities must be an array');
   if (options.readOnly !== undefined && typeof options.readOnly !== 'boolean') throw badOption('options.readOnly must be a boolean');
+  if (options.backgroundCheckpoint !== undefined && typeof options.backgroundCheckpoint !== 'boolean') throw badOption('options.backgroundCheckpoint must be a boolean');
   return options;
 }
 

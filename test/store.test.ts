@@ -75,6 +75,8 @@ test('store - options are validated with messages naming them', async (t) => {
   const err = await t.throwsAsync(openStore({ dbPath: '' }));
   t.is((err as { code?: string }).code, codes.BAD_OPTION);
   t.regex(err!.message, /options\.dbPath must be a non-empty string/);
+  const bg = await t.throwsAsync(openStore({ dbPath: 'x.db', backgroundCheckpoint: 'yes' as unknown as boolean }));
+  t.regex(bg!.message, /options\.backgroundCheckpoint must be a boolean/);
 });
 
 test('ledger - recording the same key and stage twice keeps one row with the new attempts', async (t) => {
