@@ -59,6 +59,18 @@ export function rssOf(pid: number): number | undefined {
   }
 }
 
+/** CPU time (user + system) a process has used so far, µs, from /proc (undefined once it is gone). */
+export function cpuOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * (1e6 / 100);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The pid of the nats-server listening on `port` (its command line names the port). */
 export function natsServerPid(port: number): number | undefined {
   for (const entry of readdirSync('/proc')) {

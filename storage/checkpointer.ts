@@ -13,7 +13,11 @@ const walFrames = () => {
   return (r[0]?.log ?? 0) - (r[0]?.checkpointed ?? 0);
 };
 const IDLE_MS = 200;
+/** A WAL unchanged this long belongs to a Writer that has paused: copy back what it left. */
+const QUIET_MS = 100;
 let wait = intervalMs;
+let last = 0;
+let changed = performance.now();
 let stopping = false;
 parentPort!.on('message', (m) => { if (m === 'stop') stopping = true; });
 const tick = () => {
@@ -23,11 +27,21 @@ const tick = () => {
     return;
   }
   try {
-    if (walFrames() >= minFrames) {
+    const frames = walFrames();
+    const now = performance.now();
+    if (frames !== last) {
+      last = frames;
+      changed = now;
+    }
+    if (frames >= minFrames || (frames > 0 && now - changed >= QUIET_MS)) {
       db.pragma('wal_checkpoint(PASSIVE)');
+      last = 0;
+      changed = now;
       wait = intervalMs;
     } else {
-      wait = Math.min(wait * 2, IDLE_MS); // an idle Writer: look less often
+      // A WAL that grows is looked at again soon (it must not outgrow minFrames by much); an
+      // idle one less and less often.
+      wait = changed === now ? intervalMs : Math.min(wait * 2, frames > 0 ? QUIET_MS : IDLE_MS);
     }
   } catch { /* busy: the next tick tries again */ }
   setTimeout(tick, wait);

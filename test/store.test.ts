@@ -61,6 +61,27 @@ test('store - creates the user and troupe tables in one file', async (t) => {
   const cols = (store.db.prepare('pragma table_info(troupe_ledger)').all() as Array<{ name: string; pk: number }>);
   t.deepEqual(cols.map((c) => c.name), ['key', 'stage', 'status', 'attempts', 'last_error', 'last_id', 'created_at', 'updated_at']);
   t.deepEqual(cols.filter((c) => c.pk > 0).map((c) => c.name), ['key', 'stage']);
+  // Clustered on its primary key (one B-tree per row), and the ORM sees no difference to its entity.
+  const ddl = (store.db.prepare("select sql from sqlite_master where name = 'troupe_ledger'").get() as { sql: string }).sql;
+  t.regex(ddl, /\) without rowid$/);
+  t.is((await store.orm.schema.getUpdateSchemaSQL({ safe: true })).trim(), '');
+  await store.close();
+});
+
+test('store - a file whose ledger has a rowid (made before) opens and records as before', async (t) => {
+  const dir = await tempDir('troupe-store-');
+  dirs.push(dir);
+  const dbPath = join(dir, 'old.db');
+  const Database = (await import('better-sqlite3')).default;
+  const old = new Database(dbPath);
+  old.exec('create table `troupe_ledger` (`key` text not null, `stage` text not null, `status` text not null, `attempts` integer not null, ' +
+    '`last_error` text null, `last_id` text null, `created_at` datetime not null, `updated_at` datetime not null, primary key (`key`, `stage`))');
+  old.close();
+  const store = await openStore({ dbPath, entities: [Note] });
+  t.notRegex((store.db.prepare("select sql from sqlite_master where name = 'troupe_ledger'").get() as { sql: string }).sql, /without rowid/);
+  await store.transaction((em) => recordLedger(em, [{ key: 'k', stage: 'write', status: 'done', attempts: 1 }]));
+  await store.transaction((em) => recordLedger(em, [{ key: 'k', stage: 'write', status: 'done', attempts: 2 }]));
+  t.deepEqual(await ledgerCounts(store), { write: { done: 1 } });
   await store.close();
 });
 
@@ -137,6 +158,20 @@ test('upsertRows - the same key twice leaves one row holding the latest values',
   t.deepEqual(rows[0]!.tags, ['z']);
   t.is(rows[0]!.fetchedAt.toISOString(), '2026-01-02T03:04:05.678Z');
   t.like(rows[1]!, { key: 'n2', title: 'title n2', published: true });
+  await store.close();
+});
+
+test('upsertRows and recordLedger - 150 rows (two full statements and a part) each land with their own values', async (t) => {
+  const { store } = await fresh();
+  const rows = Array.from({ length: 150 }, (_, i) => note(`k${i}`, { words: i, summary: i % 2 === 0 ? null : `s${i}` }));
+  await store.transaction(async (em) => {
+    await upsertRows(em, Note, rows);
+    await recordLedger(em, rows.map((r) => ({ key: r.key, stage: 'write', status: 'done', attempts: r.words + 1, lastId: `id${r.words}` })));
+  });
+  const notes = store.db.prepare('select key, words, summary from note order by words').all() as Array<{ key: string; words: number; summary: string | null }>;
+  t.deepEqual(notes, rows.map((r) => ({ key: r.key, words: r.words, summary: r.summary })));
+  const ledger = store.db.prepare('select key, attempts, last_id as lastId from troupe_ledger order by attempts').all();
+  t.deepEqual(ledger, rows.map((r) => ({ key: r.key, attempts: r.words + 1, lastId: `id${r.words}` })));
   await store.close();
 });
 

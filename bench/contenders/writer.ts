@@ -15,7 +15,7 @@ import { Replica } from '../../actors/replica.ts';
 import { loadPipeline } from '../../actors/replica.ts';
 import { openStore, recordLedger, upsertRows } from '../../storage/mod.ts';
 import { BenchNote } from '../pipelines/rows.ts';
-import { args, report, round } from '../lib.ts';
+import { args, cpuOf, natsServerPid, report, round } from '../lib.ts';
 
 interface Args { mode: 'raw' | 'store' | 'actor'; rows: number; url?: string }
 const a = args<Args>();
@@ -67,9 +67,21 @@ if (a.mode === 'raw') {
   const ts = performance.now();
   await replica.start();
   extra.startSeconds = round((performance.now() - ts) / 1000);
+  // CPU per row, for telling a slower Writer from a busier machine: the Writer's thread, the
+  // whole process (checkpoint thread, GC helpers) and nats-server, all on the same cores.
+  const natsPid = natsServerPid(Number(new URL(a.url!).port));
+  const cpu0 = { thread: process.threadCpuUsage(), all: process.cpuUsage(), nats: cpuOf(natsPid) };
   const t0 = performance.now();
   while ((replica.stats()?.done ?? 0) < a.rows) await sleep(5);
   seconds = (performance.now() - t0) / 1000;
+  const thread = process.threadCpuUsage(cpu0.thread);
+  const all = process.cpuUsage(cpu0.all);
+  const nats1 = cpuOf(natsPid);
+  Object.assign(extra, {
+    threadCpuUsPerRow: round((thread.user + thread.system) / a.rows),
+    processCpuUsPerRow: round((all.user + all.system) / a.rows),
+    natsCpuUsPerRow: cpu0.nats === undefined || nats1 === undefined ? null : round((nats1 - cpu0.nats) / a.rows),
+  });
   await replica.drain();
   await nats.close();
 }
