@@ -83,10 +83,14 @@ export function natsServerPid(port: number): number | undefined {
   return undefined;
 }
 
+/** Latencies a Completion keeps: a uniform sample beyond this many, so that scenario 5 measures troupe's memory, not a list growing by 8 bytes per item. */
+const LATENCY_SAMPLE = 100_000;
+
 /** Resolves once `n` calls of `done()` happened; counts and times completions. */
 export class Completion {
   readonly total: number;
   count = 0;
+  /** Every latency up to 100,000 completions, then a uniform sample of that many (reservoir sampling). */
   readonly latencies: number[] = [];
   #resolve!: () => void;
   readonly finished: Promise<void> = new Promise((r) => { this.#resolve = r; });
@@ -97,8 +101,13 @@ export class Completion {
   }
 
   done(startedAt: number): void {
-    this.latencies.push(performance.now() - startedAt);
+    const latency = performance.now() - startedAt;
     this.count++;
+    if (this.latencies.length < LATENCY_SAMPLE) this.latencies.push(latency);
+    else {
+      const i = Math.floor(Math.random() * this.count);
+      if (i < LATENCY_SAMPLE) this.latencies[i] = latency;
+    }
     this.#waiters.shift()?.();
     if (this.count === this.total) this.#resolve();
   }

@@ -155,13 +155,19 @@ async function scenario3(): Promise<void> {
   const taskMs = (performance.now() - t0) / 50;
   const at = load();
   const results: Result[] = [];
-  for (const threads of [1, 2, 3]) results.push(await withNats((url) => contender('generator.ts', { url, threads, count: 3_000, iters })));
+  // Best of two runs per thread count, like scenario 4: on two shared cores one run of 3,000
+  // items varies by ±5%, as much as 3 threads differ from 2 (one core's worth of CPU each way).
+  for (const threads of [1, 2, 3]) {
+    const run = () => withNats((url) => contender('generator.ts', { url, threads, count: 3_000, iters }));
+    const [x, y] = [await run(), await run()];
+    results.push((x.itemsPerSec ?? 0) >= (y.itemsPerSec ?? 0) ? x : y);
+  }
   raw.generator = { iters, taskMs, results };
   const one = results[0]!.itemsPerSec;
   sections.push({
     n: 3, title: 'Generator: fixed CPU task on worker-thread replicas',
     note: `pipelines/cpu.ts through the Supervisor (replicas on worker_threads via comlink), --replicas generate=N, no Fetcher; task = ${iters} rounds of an integer hash ` +
-      `(${taskMs.toFixed(2)} ms measured on the main thread); 3,000 items; rate between 10% and 90% of the Writer's written events. ` +
+      `(${taskMs.toFixed(2)} ms measured on the main thread); 3,000 items; rate between 10% and 90% of the Writer's written events; best of 2 runs. ` +
       `Ideal at 1 thread: ${Math.round(1000 / taskMs)} items/s. The machine has ${cpus().length} cores shared with nats-server and the Scanner/Writer threads. ${at}.`,
     headers: ['generator threads', 'items/s', 'vs 1 thread', 'wall s (incl. start)'],
     rows: results.map((r) => [num(r.threads), r.error ? `error: ${r.error}` : num(r.itemsPerSec), `${ratio(r.itemsPerSec, one).toFixed(2)}×`, num(r.wallSeconds, 1)]),
