@@ -288,6 +288,25 @@ test('key filter - never forgets a key it was given, and stays sparse when it ho
   t.throws(() => new KeyFilter(40), { instanceOf: RangeError });
 });
 
+test('store - the background checkpointer copies back what a paused Writer left, even a few frames', async (t) => {
+  const dir = await tempDir('troupe-store-');
+  dirs.push(dir);
+  const store = await openStore({ dbPath: join(dir, 'idle.db'), entities: [Note], backgroundCheckpoint: true });
+  t.teardown(() => store.close());
+  // Let the thread start, then write a few pages: below the 64 frames a busy Writer waits for.
+  await new Promise((r) => setTimeout(r, 300));
+  await store.transaction((em) => upsertRows(em, Note, [note('a'), note('b')]));
+  const pending = () => {
+    const [r] = store.db.pragma('wal_checkpoint(NOOP)') as Array<{ log: number; checkpointed: number }>;
+    return r!.log - r!.checkpointed;
+  };
+  t.true(pending() > 0 && pending() < 64, `${pending()} frames after the write`);
+  const since = Date.now();
+  while (pending() > 0 && Date.now() - since < 5_000) await new Promise((r) => setTimeout(r, 20));
+  t.is(pending(), 0, 'every frame copied back once the WAL stopped changing');
+  await store.close();
+});
+
 test('store - a background checkpointer keeps the WAL bounded and loses nothing on close', async (t) => {
   const dir = await tempDir('troupe-store-');
   dirs.push(dir);
