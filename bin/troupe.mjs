@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=8
+#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=50
 // (the flag: see actors/memory.ts)
 // troupe runs TypeScript through Node 24's type stripping; older Node cannot load it.
 const major = Number(process.versions.node.split('.')[0]);

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { readFile, rm } from 'node:fs/promises';
-import { codes, findNatsServer, openNats, TroupeError } from '../messages/mod.ts';
+import { join } from 'node:path';
+import { codes, findNatsServer, NATS_MEMORY_LIMIT, NatsServer, openNats, TroupeError } from '../messages/mod.ts';
 import { tempDir } from './helpers/nats.ts';
 
 test('embedded server - starts, serves, persists across a restart of the job, and stops', async (t) => {
@@ -50,4 +51,60 @@ test('embedded server - a server orphaned by a killed job is stopped before its 
   await next.stop();
   await orphan.stop();
   await rm(dir, { recursive: true, force: true });
+});
+
+/** The environment a running process was started with. */
+async function environOf(pid: number): Promise<Map<string, string>> {
+  const raw = await readFile(`/proc/${pid}/environ`, 'utf8');
+  return new Map(raw.split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+}
+
+test.serial('embedded server - runs with a soft memory limit: the default, an option, TROUPE_NATS_MEMORY_LIMIT, or GOMEMLIMIT kept', async (t) => {
+  const saved = { troupe: process.env.TROUPE_NATS_MEMORY_LIMIT, go: process.env.GOMEMLIMIT };
+  delete process.env.TROUPE_NATS_MEMORY_LIMIT;
+  delete process.env.GOMEMLIMIT;
+  const dir = await tempDir();
+  const limitOf = async (options: { memoryLimit?: string } = {}) => {
+    const server = await NatsServer.start({ dir, ...options });
+    try {
+      const pid = Number(await readFile(server.pidFile, 'utf8'));
+      return [server.memoryLimit, (await environOf(pid)).get('GOMEMLIMIT')];
+    } finally {
+      await server.stop();
+    }
+  };
+  try {
+    t.deepEqual(await limitOf(), [NATS_MEMORY_LIMIT, NATS_MEMORY_LIMIT]);
+    t.is(NATS_MEMORY_LIMIT, '32MiB');
+    t.deepEqual(await limitOf({ memoryLimit: '256MiB' }), ['256MiB', '256MiB']);
+    process.env.GOMEMLIMIT = '1GiB';
+    t.deepEqual(await limitOf(), ['1GiB', '1GiB'], 'a GOMEMLIMIT already set is kept');
+    process.env.TROUPE_NATS_MEMORY_LIMIT = 'off';
+    t.deepEqual(await limitOf(), ['off', 'off'], 'TROUPE_NATS_MEMORY_LIMIT wins over GOMEMLIMIT');
+    t.deepEqual(await limitOf({ memoryLimit: '64MiB' }), ['64MiB', '64MiB'], 'the option wins over both');
+  } finally {
+    for (const [k, v] of [['TROUPE_NATS_MEMORY_LIMIT', saved.troupe], ['GOMEMLIMIT', saved.go]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test.serial('embedded server - a malformed memory limit is refused before anything starts, naming the value', async (t) => {
+  const dir = await tempDir();
+  const saved = process.env.TROUPE_NATS_MEMORY_LIMIT;
+  try {
+    const bad = await t.throwsAsync(NatsServer.start({ dir, memoryLimit: '32 megs' }), { instanceOf: TroupeError });
+    t.is(bad.code, codes.BAD_OPTION);
+    t.regex(bad.message, /memoryLimit .*"32 megs"/);
+    process.env.TROUPE_NATS_MEMORY_LIMIT = '1.5GB';
+    const fromEnv = await t.throwsAsync(openNats({ stateDir: dir }), { instanceOf: TroupeError });
+    t.regex(fromEnv.message, /TROUPE_NATS_MEMORY_LIMIT .*"1\.5GB"/);
+    await t.throwsAsync(readFile(join(dir, 'nats-server.pid'), 'utf8'), { code: 'ENOENT' }, 'no server was started');
+  } finally {
+    if (saved === undefined) delete process.env.TROUPE_NATS_MEMORY_LIMIT;
+    else process.env.TROUPE_NATS_MEMORY_LIMIT = saved;
+    await rm(dir, { recursive: true, force: true });
+  }
 });
