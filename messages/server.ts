@@ -29,14 +29,14 @@ export interface NatsServerOptions {
  * grow to twice what is live before collecting: scenario 5 of the benchmark saw the server's
  * RSS go from 28 MiB at 10k items to 63 MiB at 1M, most of it garbage not yet collected.
  * Under the limit the collector runs sooner as the heap nears it, and never takes more than
- * half the server's CPU when what is live exceeds it (Go's own cap); the no-op pipeline ran
- * within 3% of its rate without it (README, "What the floors are made of"). A job whose
+ * half the server's CPU when what is live exceeds it (Go's own cap). Its cost on the no-op
+ * pipeline at 30k items was 2% of items/s (README, "What the floors are made of"). A job whose
  * streams hold more in memory (very large messages, many stages) can raise it.
  */
 export const DEFAULT_MEMORY_LIMIT = '32MiB';
 
 /** Checks a `GOMEMLIMIT` value; returns it, or throws naming what was wrong. */
-export function memoryLimitOf(value: string, from: string): string {
+function memoryLimitOf(value: string, from: string): string {
   const v = value.trim();
   if (v === 'off' || /^\d+(B|KiB|MiB|GiB|TiB)?$/.test(v)) return v;
   throw new TroupeError(codes.BAD_OPTION,
