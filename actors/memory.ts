@@ -8,7 +8,7 @@
  * The old generation is the other half. After each major GC, V8 lets it grow to several
  * times what survived before collecting again; with `--heap-growing-percent=50` it grows by
  * half. The same pipeline's peak RSS went from 168 MiB at 10k items and 204 MiB at 100k to
- * 139 and 147 MiB, at 3% fewer items/s (3 interleaved pairs of runs at 30k items: 9,970
+ * 139 and 147 MiB, at 3% fewer items/s (3 interleaved triples of runs at 30k items: 9,970
  * against 10,305/s; README, "What the floors are made of").
  *
  * The `troupe` command and the npm scripts start Node with {@link NODE_FLAGS} (a test keeps

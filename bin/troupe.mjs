@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=50
-// (the flag: see actors/memory.ts)
+// (the flags: see actors/memory.ts)
 // troupe runs TypeScript through Node 24's type stripping; older Node cannot load it.
 const major = Number(process.versions.node.split('.')[0]);
 if (major < 24) {
