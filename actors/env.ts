@@ -31,6 +31,20 @@ export function stageConfigs(def: PipelineDefinition): Map<Stage, StageConfig> {
   return out;
 }
 
+/**
+ * How troupe's replicas frame the items they publish (see WorkProducer): 64 items or 64 KiB
+ * to a stage that replicas take one item at a time, so that no replica takes far more than
+ * its share; 256 items or 256 KiB to the Writer's stage, which one Writer takes in batches
+ * (500 by default) with no one to share with. Per message, nats-server, the client's
+ * parser, the decoder and the ack then work once per 256 rows: the Writer actor of the
+ * benchmark went from 69–75k to 84–89k rows/s (3 interleaved pairs); 512 items were no faster,
+ * and nats-server's CPU per row rose. A frame never exceeds the stage's `maxMessageSize`.
+ */
+export const frameLimits = Object.freeze({
+  maxFrameItems: (stage: string): number => (stage === STAGE_OF.writer ? 256 : 64),
+  maxFrameBytes: (stage: string): number => (stage === STAGE_OF.writer ? 256 * 1024 : 64 * 1024),
+});
+
 /** The job's database file inside the output folder. */
 export function dbPath(out: string, pipeline: string): string {
   return join(out, `${pipeline}.db`);

@@ -2,7 +2,7 @@ import { Svcm, type Service } from '@nats-io/services';
 import { pathToFileURL } from 'node:url';
 import { encode, openNats, WorkProducer, codes, TroupeError } from '../messages/mod.ts';
 import type { ReplicaEnv } from './env.ts';
-import { replicaId, stageConfigs } from './env.ts';
+import { frameLimits, replicaId, stageConfigs } from './env.ts';
 import type { Lifecycle } from './lifecycle.ts';
 import { validatePipeline, type PipelineDefinition, type Role, type Stage } from './pipeline.ts';
 import type { ReplicaStats } from './stage-actor.ts';
@@ -74,7 +74,7 @@ export class Replica {
     const nats = await openNats({ url: c.natsUrl, stateDir: c.out, name: `troupe ${def.name} ${c.role}-${c.index}` });
     const limits = stageConfigs(def);
     const producer = new WorkProducer(nats.js, def.name, {
-      dedupeScope: c.run, maxMessageSize: (stage) => limits.get(stage as Stage)?.maxMessageSize ?? 1024 * 1024,
+      ...frameLimits, dedupeScope: c.run, maxMessageSize: (stage) => limits.get(stage as Stage)?.maxMessageSize ?? 1024 * 1024,
     });
     const env: ReplicaEnv = { def, nats, role: c.role, replicaId: replicaId(c.role, c.index, c.incarnation), params: c.params, out: c.out, run: c.run, producer };
     this.env = env;

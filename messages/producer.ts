@@ -18,10 +18,13 @@ export interface ProducerOptions {
    * TROUPE_TOO_LARGE, and no frame grows past it. @default 1 MiB
    */
   maxMessageSize?: number | ((stage: string) => number);
-  /** Most items in one frame (one JetStream message). 1 turns framing off. @default 64 */
-  maxFrameItems?: number;
-  /** Most bytes in one frame; larger items travel alone. @default 64 KiB */
-  maxFrameBytes?: number;
+  /**
+   * Most items in one frame (one JetStream message), for every stage or per stage (see
+   * `frameLimits` in actors/env.ts for troupe's own). 1 turns framing off. @default 64
+   */
+  maxFrameItems?: number | ((stage: string) => number);
+  /** Most bytes in one frame, for every stage or per stage; larger items travel alone. @default 64 KiB */
+  maxFrameBytes?: number | ((stage: string) => number);
   /** Frames per stage awaiting the server's ack at once; items published meanwhile join the next frame. @default 2 */
   framesInFlight?: number;
   /**
@@ -53,6 +56,14 @@ const defaults = Object.freeze({
   maxPending: 256, minBackoffMs: 50, maxBackoffMs: 2_000, publishTimeoutMs: 5_000, maxMessageSize: 1024 * 1024,
   maxFrameItems: 64, maxFrameBytes: 64 * 1024, framesInFlight: 2, lingerMs: 5, dedupeScope: '',
 });
+
+/** Checks a count option (for `stage`, when given per stage); returns it, or throws naming it. */
+function checkLimit(k: string, v: unknown, stage?: string): number {
+  const name = `producer option ${k}${stage === undefined ? '' : ` (stage ${stage})`}`;
+  if (!Number.isInteger(v) || (v as number) < 1) throw new TroupeError(codes.BAD_OPTION, `${name} must be a positive integer, got ${String(v)}`);
+  if (k === 'maxFrameItems' && (v as number) > 65_535) throw new TroupeError(codes.BAD_OPTION, `${name} must be at most 65535, got ${String(v)}`);
+  return v as number;
+}
 
 /** Whether a publish failed because the stream is at its message or byte limit. */
 export function isStreamFull(err: unknown): boolean {
@@ -86,7 +97,16 @@ interface Frame {
 }
 
 /** Frames bound for one stage: queued in order, at most `framesInFlight` publishing. */
-interface Lane { queue: Frame[]; inFlight: number; scheduled: boolean; timer: NodeJS.Timeout | undefined; lastSent: number }
+interface Lane {
+  queue: Frame[];
+  inFlight: number;
+  scheduled: boolean;
+  timer: NodeJS.Timeout | undefined;
+  lastSent: number;
+  /** This stage's frame limits: items, and bytes (never above its largest message). */
+  maxItems: number;
+  maxBytes: number;
+}
 
 /**
  * Publishes work items into stages. Items published close together travel as one frame (a
@@ -119,16 +139,23 @@ export class WorkProducer {
     this.#js = js;
     this.subjects = subjects(pipeline);
     this.#opts = { ...defaults, ...options };
-    for (const k of ['maxPending', 'maxFrameItems', 'maxFrameBytes', 'framesInFlight'] as const) {
-      if (!Number.isInteger(this.#opts[k]) || this.#opts[k] < 1) throw new TroupeError(codes.BAD_OPTION, `producer option ${k} must be a positive integer, got ${this.#opts[k]}`);
+    for (const k of ['maxPending', 'framesInFlight'] as const) checkLimit(k, this.#opts[k]);
+    // Per-stage functions are checked on their first use, for the stage they are asked about.
+    for (const k of ['maxFrameItems', 'maxFrameBytes'] as const) {
+      const v = this.#opts[k];
+      if (typeof v !== 'function') checkLimit(k, v);
     }
-    if (this.#opts.maxFrameItems > 65_535) throw new TroupeError(codes.BAD_OPTION, `producer option maxFrameItems must be at most 65535, got ${this.#opts.maxFrameItems}`);
     if (!(this.#opts.lingerMs >= 0)) throw new TroupeError(codes.BAD_OPTION, `producer option lingerMs must be a number ≥ 0, got ${this.#opts.lingerMs}`);
   }
 
   /** Items currently held by this producer: publishing, or waiting for a free slot. */
   get held(): number {
     return this.#held;
+  }
+
+  #frameLimit(k: 'maxFrameItems' | 'maxFrameBytes', stage: string): number {
+    const v = this.#opts[k];
+    return typeof v === 'function' ? checkLimit(k, v(stage), stage) : v;
   }
 
   #maxSize(stage: string): number {
@@ -168,21 +195,25 @@ export class WorkProducer {
   /** Puts an item into the stage's open frame (or a new one) and makes sure it gets sent. */
   #add(stage: string, w: Waiter): Promise<{ duplicate: boolean }> {
     let lane = this.#lanes.get(stage);
-    if (!lane) this.#lanes.set(stage, lane = { queue: [], inFlight: 0, scheduled: false, timer: undefined, lastSent: 0 });
-    const limit = Math.min(this.#opts.maxFrameBytes, this.#maxSize(stage) - 5);
+    if (!lane) {
+      const maxItems = this.#frameLimit('maxFrameItems', stage);
+      const maxBytes = Math.min(this.#frameLimit('maxFrameBytes', stage), this.#maxSize(stage) - 5);
+      this.#lanes.set(stage, lane = { queue: [], inFlight: 0, scheduled: false, timer: undefined, lastSent: 0, maxItems, maxBytes });
+    }
+    const { maxItems, maxBytes: limit } = lane;
     let frame = lane.queue.at(-1);
     if (frame && !frame.sealed && frame.ids.has(w.id)) {
       // The same item twice in one frame: stored once, like the server's deduplication.
       return frame.done.then(() => ({ duplicate: true }));
     }
-    if (!frame || frame.sealed || frame.waiters.length >= this.#opts.maxFrameItems || frame.bytes + w.data.byteLength > limit) {
+    if (!frame || frame.sealed || frame.waiters.length >= maxItems || frame.bytes + w.data.byteLength > limit) {
       frame = newFrame();
       lane.queue.push(frame);
     }
     frame.waiters.push(w);
     frame.ids.add(w.id);
     frame.bytes += w.data.byteLength;
-    if (frame.waiters.length >= this.#opts.maxFrameItems || frame.bytes >= limit) frame.sealed = true;
+    if (frame.waiters.length >= maxItems || frame.bytes >= limit) frame.sealed = true;
     if (lane.inFlight < this.#opts.framesInFlight && !lane.scheduled) {
       // Sent on the next turn of the event loop at the earliest, so that items published in
       // this turn share the frame.

@@ -1,9 +1,10 @@
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  codes, decode, ensureTopology, PermanentError, stageConfig, WorkConsumer, WorkProducer,
+  codes, decode, ensureTopology, PermanentError, stageConfig, TroupeError, WorkConsumer, WorkProducer,
   type ConsumerOptions, type DeadLetter, type Delivery, type StageConfig, type StageLimits,
 } from '../messages/mod.ts';
+import { frameLimits } from '../actors/env.ts';
 import { startNats, uniqueName, until, type TestNats } from './helpers/nats.ts';
 
 let nats: TestNats;
@@ -56,8 +57,8 @@ async function messagesAfterAcks(pipeline: string): Promise<number> {
 }
 
 /** Messages in the stage's stream and the items they carry (a frame carries several). */
-async function itemsIn(pipeline: string): Promise<{ messages: number; items: number }> {
-  const stream = `TROUPE_${pipeline}_WORK_work`;
+async function itemsIn(pipeline: string, stageName = 'work'): Promise<{ messages: number; items: number }> {
+  const stream = `TROUPE_${pipeline}_WORK_${stageName}`;
   const info = await nats.jsm.streams.info(stream);
   let items = 0;
   for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
@@ -298,6 +299,48 @@ test('frames - a failing item is retried alone; its neighbours in the frame are 
   t.is(letter?.key, 'k5');
   t.is((decode(letter!.data) as { key: string }).key, 'k5', 'the letter holds the item alone, ready to replay');
   t.is(await messagesAfterAcks(pipeline), 0, 'the frame is acked once all its items settled');
+});
+
+test('frames - frame limits per stage: each stage gets its own, and troupe frames its Writer\'s stage in 256s', async (t) => {
+  const pipeline = uniqueName();
+  await ensureTopology(nats.jsm, pipeline, [stageConfig('generate', {}), stageConfig('write', {})]);
+  const asked = new Set<string>();
+  const producer = new WorkProducer(nats.js, pipeline, {
+    maxPending: 2_000,
+    maxFrameItems: (stage) => { asked.add(stage); return frameLimits.maxFrameItems(stage); },
+    maxFrameBytes: frameLimits.maxFrameBytes,
+  });
+  const rows = (stage: string) => Array.from({ length: 600 }, (_, i) => producer.publish(stage, `${stage}${i}`, { i, text: 'x'.repeat(100) }));
+  await Promise.all([...rows('generate'), ...rows('write')]);
+  t.deepEqual([...asked].sort(), ['generate', 'write'], 'asked once per stage');
+  /** Items in each message of a stage. */
+  const frames = async (stage: string) => {
+    const stream = `TROUPE_${pipeline}_WORK_${stage}`;
+    const info = await nats.jsm.streams.info(stream);
+    const sizes: number[] = [];
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+      const v = decode((await nats.jsm.streams.getMessage(stream, { seq }))!.data);
+      sizes.push(Array.isArray(v) ? v.length : 1);
+    }
+    return sizes;
+  };
+  const generate = await frames('generate');
+  const write = await frames('write');
+  t.is(generate.reduce((a, b) => a + b, 0), 600);
+  t.is(write.reduce((a, b) => a + b, 0), 600);
+  t.is(Math.max(...generate), 64, `frames to generate: ${generate}`);
+  t.true(Math.max(...write) > 64 && Math.max(...write) <= 256, `frames to write: ${write}`);
+  t.is(frameLimits.maxFrameItems('fetch'), 64);
+  t.is(frameLimits.maxFrameBytes('write'), 256 * 1024);
+});
+
+test('frames - a per-stage frame limit that is not a positive integer is refused, naming the stage', async (t) => {
+  const { pipeline } = await stage();
+  const producer = new WorkProducer(nats.js, pipeline, { maxFrameItems: (s) => (s === 'work' ? 0 : 64) });
+  const err = await t.throwsAsync(producer.publish('work', 'k', {}), { instanceOf: TroupeError });
+  t.is(err.code, codes.BAD_OPTION);
+  t.is(err.message, 'producer option maxFrameItems (stage work) must be a positive integer, got 0');
+  t.throws(() => new WorkProducer(nats.js, pipeline, { maxFrameBytes: 1.5 }), { message: 'producer option maxFrameBytes must be a positive integer, got 1.5' });
 });
 
 test('frames - a frame never exceeds maxFrameBytes; an item larger than that travels alone', async (t) => {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureTopology, openNats, WorkProducer } from '../../messages/mod.ts';
-import { stageConfigs } from '../../actors/env.ts';
+import { frameLimits, stageConfigs } from '../../actors/env.ts';
 import { Replica } from '../../actors/replica.ts';
 import { loadPipeline } from '../../actors/replica.ts';
 import { openStore, recordLedger, upsertRows } from '../../storage/mod.ts';
@@ -56,7 +56,8 @@ if (a.mode === 'raw') {
   const def = await loadPipeline(pipelinePath);
   const nats = await openNats({ url: a.url!, stateDir: dir });
   await ensureTopology(nats.jsm, def.name, [...stageConfigs(def).values()]);
-  const producer = new WorkProducer(nats.js, def.name, { maxPending: 512 });
+  // Framed as the replicas upstream of a Writer frame what they publish.
+  const producer = new WorkProducer(nats.js, def.name, { ...frameLimits, maxPending: 512 });
   const tp = performance.now();
   const CHUNK = 5_000;
   for (let o = 0; o < a.rows; o += CHUNK) {
