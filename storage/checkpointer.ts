@@ -46,4 +46,5 @@ const tick = () => {
   } catch { /* busy: the next tick tries again */ }
   setTimeout(tick, wait);
 };
+parentPort!.postMessage('running');
 tick();

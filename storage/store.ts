@@ -118,10 +118,12 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     }
     let checkpointer: Checkpointer | undefined;
     if (backgroundCheckpoint && !readOnly && dbPath !== ':memory:') {
-      // The commits' own checkpoints only once the WAL is far behind (a checkpointer that
-      // cannot keep up): the WAL stays bounded, at most ~40 MiB.
-      db.pragma(`wal_autocheckpoint = ${WAL_BOUND_PAGES}`);
-      checkpointer = new Checkpointer(dbPath);
+      // Once the thread runs, the commits' own checkpoints only when the WAL is far behind
+      // (a checkpointer that cannot keep up): the WAL stays bounded, at most ~40 MiB. Until
+      // then, and if the thread fails, the commits checkpoint at SQLite's default.
+      checkpointer = new Checkpointer(dbPath, (running) => {
+        if (db.open) db.pragma(`wal_autocheckpoint = ${running ? WAL_BOUND_PAGES : DEFAULT_AUTOCHECKPOINT_PAGES}`);
+      });
     }
     return new Store(orm, db, dbPath, readOnly, checkpointer);
   } catch (err) {
@@ -143,8 +145,10 @@ async function createLedger(orm: MikroORM, db: SqliteDatabase): Promise<void> {
   if (ddl !== undefined) db.exec(`${ddl} without rowid`);
 }
 
-/** Pages (4 KiB) the WAL may hold before a commit checkpoints it itself. */
+/** Pages (4 KiB) the WAL may hold before a commit checkpoints it itself, while a checkpoint thread runs. */
 const WAL_BOUND_PAGES = 10_000;
+/** SQLite's own threshold, for commits without a running checkpoint thread. */
+const DEFAULT_AUTOCHECKPOINT_PAGES = 1_000;
 
 /**
  * A thread that keeps checkpointing a WAL-mode database (PASSIVE: it never blocks the
@@ -161,15 +165,23 @@ class Checkpointer {
   readonly #worker: Worker;
   readonly #stopped: Promise<void>;
 
-  constructor(dbPath: string) {
+  /** `running` is called with true once the thread has its connection, with false if it fails. */
+  constructor(dbPath: string, running: (yes: boolean) => void) {
     this.#worker = new Worker(new URL('./checkpointer.ts', import.meta.url), {
       workerData: { dbPath, intervalMs: 5, minFrames: 64 }, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 },
     });
     this.#worker.unref();
     this.#stopped = new Promise((resolve) => {
       this.#worker.once('exit', () => resolve());
-      this.#worker.once('error', (err) => { process.emitWarning(`the WAL checkpointer of ${dbPath} failed: ${err.message}`, 'TroupeStoreWarning'); resolve(); });
-      this.#worker.on('message', (m) => { if (m === 'stopped') void this.#worker.terminate(); });
+      this.#worker.once('error', (err) => {
+        running(false);
+        process.emitWarning(`the WAL checkpointer of ${dbPath} failed: ${err.message}`, 'TroupeStoreWarning');
+        resolve();
+      });
+      this.#worker.on('message', (m) => {
+        if (m === 'running') running(true);
+        else if (m === 'stopped') void this.#worker.terminate();
+      });
     });
   }
 
