@@ -325,8 +325,8 @@ test('store - a background checkpointer keeps the WAL bounded and loses nothing 
   // 30k rows of ~400 bytes write 12.1 MiB of WAL frames, which a WAL that never restarts
   // would hold (a checkpoint thread that never caught up: CI once saw exactly that, when
   // the thread started late and the commits had already given up their own checkpoints).
-  // The thread, or the commits until it runs, keep it to a few batches: 2.3-2.9 MiB on an
-  // idle machine, at most 6.4 MiB with 4 busy loops on 2 cores.
+  // The thread, running before openStore returns, keeps it to a few batches: 2.3-2.9 MB on
+  // an idle machine, 1.5-2.1 MB with 4 busy loops on 2 cores.
   t.true(maxWal < 10 * 1024 * 1024, `WAL reached ${maxWal} bytes`);
   await store.close();
   const again = await openStore({ dbPath, entities: [Note], readOnly: true });
