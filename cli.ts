@@ -1,4 +1,5 @@
 // The `troupe` command line: start, worker, status, tap, dead.
+import './compile-cache.ts';
 import { Command, Option } from 'commander';
 import { formatSummary, parseReplicas, Supervisor } from './supervisor.ts';
 import { TroupeError } from './messages/mod.ts';

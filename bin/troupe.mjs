@@ -6,4 +6,6 @@ if (major < 24) {
   console.error(`troupe needs Node 24 or newer (this is ${process.version}); run it through npx or npm run.`);
   process.exit(1);
 }
+// Before cli.ts, so that the modules cli.ts imports are cached too (see compile-cache.ts).
+await import('../compile-cache.ts');
 await import('../cli.ts');
