@@ -5,6 +5,8 @@
 // - sequential: a plain loop (request, parse, insert), timed on its first `sample` items and
 //   extrapolated to all of them;
 // - pool: 16 such loops sharing the item list (a Promise pool), each insert its own commit.
+// As `troupe start` does (cli.ts): its replica threads load their modules from Node's compile cache.
+import '../../compile-cache.ts';
 import Database from 'better-sqlite3';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
