@@ -1,7 +1,7 @@
 import type { Consumer, JetStreamClient, JsMsg } from '@nats-io/jetstream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decode, encode } from './codec.ts';
-import { parseEnvelope, type Envelope } from './envelope.ts';
+import { inheritFrameContext, parseEnvelope, type Envelope } from './envelope.ts';
 import { codes, isRetryable, toWire, TroupeError, type WireError, RetryableError } from './errors.ts';
 import { frameId, subjects, type Subjects } from './subjects.ts';
 import type { StageConfig } from './topology.ts';
@@ -256,6 +256,8 @@ export class WorkConsumer {
       multi = Array.isArray(value);
       values = multi ? value as unknown[] : [value];
       if (values.length === 0) throw new TroupeError(codes.BAD_SHAPE, 'bad frame: an empty array');
+      // Items of a frame leave out what they share with it (see encodeFrameItem).
+      if (multi) for (const v of values) inheritFrameContext(v, this.subjects.pipeline, this.stage.name);
     } catch (err) {
       const whole: Frame = { m, open: 1, multi: false, nakMs: undefined };
       this.#hold(m, 1);

@@ -1,7 +1,10 @@
 // The message plane's public surface: what actors, storage and users import.
 export * from './errors.ts';
 export { encode, decode } from './codec.ts';
-export { ENVELOPE_VERSION, makeEnvelope, parseEnvelope, encodeEnvelope, decodeEnvelope, type Envelope, type EnvelopeInit } from './envelope.ts';
+export {
+  ENVELOPE_VERSION, makeEnvelope, parseEnvelope, encodeEnvelope, decodeEnvelope, encodeFrameItem, contextBytes, envelopeOfItem, inheritFrameContext,
+  type Envelope, type EnvelopeInit,
+} from './envelope.ts';
 export { subjects, messageId, checkName, type Subjects } from './subjects.ts';
 export { ensureTopology, deleteTopology, stageConfig, stageDefaults, type StageConfig, type StageLimits } from './topology.ts';
 export { WorkProducer, isStreamFull, type ProducerOptions, type PublishOptions } from './producer.ts';

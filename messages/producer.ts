@@ -1,6 +1,6 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { encodeEnvelope, makeEnvelope } from './envelope.ts';
+import { contextBytes, encodeFrameItem, envelopeOfItem, makeEnvelope } from './envelope.ts';
 import { codes, TroupeError } from './errors.ts';
 import { frameId, messageId, subjects, type Subjects } from './subjects.ts';
 
@@ -127,6 +127,7 @@ export class WorkProducer {
   readonly #lanes = new Map<string, Lane>();
   #pending = 0;
   #waiters: Array<() => void> = [];
+  readonly #contexts = new Map<string, Uint8Array>();
   /** Times a publish found its stage full. */
   stalls = 0;
   /** Messages (frames) published. */
@@ -158,6 +159,13 @@ export class WorkProducer {
     return typeof v === 'function' ? checkLimit(k, v(stage), stage) : v;
   }
 
+  /** The encoded `pipeline` and `stage` entries of this stage's envelopes (see envelopeOfItem). */
+  #context(stage: string): Uint8Array {
+    let c = this.#contexts.get(stage);
+    if (c === undefined) this.#contexts.set(stage, c = contextBytes(this.subjects.pipeline, stage));
+    return c;
+  }
+
   #maxSize(stage: string): number {
     const m = this.#opts.maxMessageSize;
     return typeof m === 'function' ? m(stage) : m;
@@ -171,11 +179,13 @@ export class WorkProducer {
     // recognises after it.
     const id = messageId(stage, this.#opts.dedupeScope ? `${this.#opts.dedupeScope}\u0000${key}` : key);
     const env = makeEnvelope({ pipeline: this.subjects.pipeline, stage, key, body, attempt: options.attempt ?? 1, trace: options.trace, id });
-    const data = encodeEnvelope(env);
+    // Encoded as a frame item; an item that travels alone gains pipeline and stage at sending.
+    const data = encodeFrameItem(env);
+    const alone = data.byteLength + this.#context(stage).byteLength;
     const max = this.#maxSize(stage);
-    if (data.byteLength > max) {
+    if (alone > max) {
       throw new TroupeError(codes.TOO_LARGE,
-        `message for stage ${stage} key ${key} is ${data.byteLength} bytes, above the limit of ${max}; ` +
+        `message for stage ${stage} key ${key} is ${alone} bytes, above the limit of ${max}; ` +
         'store large bodies by reference');
     }
     this.#held++;
@@ -250,7 +260,7 @@ export class WorkProducer {
   async #send(stage: string, frame: Frame): Promise<{ duplicate: boolean }> {
     const { waiters } = frame;
     const one = waiters.length === 1;
-    const data = one ? waiters[0]!.data : frameBytes(waiters.map((w) => w.data), frame.bytes);
+    const data = one ? envelopeOfItem(waiters[0]!.data, this.#context(stage)) : frameBytes(waiters.map((w) => w.data), frame.bytes);
     const msgID = one ? waiters[0]!.id : frameId(waiters.map((w) => w.id));
     const subject = this.subjects.work(stage);
     let backoff = this.#opts.minBackoffMs;

@@ -1,6 +1,9 @@
 import test from 'ava';
 import { Packr } from 'msgpackr';
-import { decode, decodeEnvelope, encode, encodeEnvelope, makeEnvelope, codes, TroupeError, subjects, messageId } from '../messages/mod.ts';
+import {
+  codes, contextBytes, decode, decodeEnvelope, encode, encodeEnvelope, encodeFrameItem, envelopeOfItem, inheritFrameContext, makeEnvelope, messageId, parseEnvelope,
+  subjects, TroupeError,
+} from '../messages/mod.ts';
 
 test('codec - round trip of strings, numbers, binary and nested maps', (t) => {
   const value = { s: 'héllo ✓', n: 42, f: 1.5, neg: -7, big: 2 ** 40, bin: new Uint8Array([0, 1, 255]),
@@ -61,4 +64,20 @@ test('subjects - names per pipeline and refusal of bad names', (t) => {
   t.not(messageId('fetch', 'https://a/b'), messageId('generate', 'https://a/b'));
   t.not(messageId('fetch', 'https://a/b'), messageId('fetch', 'https://a/c'));
   t.regex(messageId('fetch', 'https://a/b'), /^[A-Za-z0-9_-]{22}$/, '22 base64url characters');
+});
+
+test('envelope - a frame item leaves out pipeline and stage; alone or inherited, it is the whole envelope again', (t) => {
+  const env = makeEnvelope({ pipeline: 'notes', stage: 'fetch', key: 'https://a/b', body: { n: 1 }, trace: 't-1', id: messageId('fetch', 'https://a/b') });
+  const item = encodeFrameItem(env);
+  const bare = decode(item) as Record<string, unknown>;
+  t.false('pipeline' in bare);
+  t.false('stage' in bare);
+  t.is(item.byteLength + contextBytes('notes', 'fetch').byteLength, encodeEnvelope(env).byteLength, 'the same size alone');
+  t.deepEqual(decodeEnvelope(envelopeOfItem(item, contextBytes('notes', 'fetch'))), env);
+  inheritFrameContext(bare, 'notes', 'fetch');
+  t.deepEqual(parseEnvelope(bare), env);
+  const own = { ...bare, stage: 'generate' };
+  inheritFrameContext(own, 'notes', 'fetch');
+  t.is(own.stage, 'generate', 'an item that has a stage keeps it');
+  t.is((t.throws(() => envelopeOfItem(encode([1, 2]), contextBytes('notes', 'fetch'))) as TroupeError).code, codes.BAD_SHAPE);
 });

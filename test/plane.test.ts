@@ -1,7 +1,7 @@
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  codes, decode, ensureTopology, PermanentError, stageConfig, TroupeError, WorkConsumer, WorkProducer,
+  codes, decode, ensureTopology, parseEnvelope, PermanentError, stageConfig, TroupeError, WorkConsumer, WorkProducer,
   type ConsumerOptions, type DeadLetter, type Delivery, type StageConfig, type StageLimits,
 } from '../messages/mod.ts';
 import { frameLimits } from '../actors/env.ts';
@@ -57,15 +57,21 @@ async function messagesAfterAcks(pipeline: string): Promise<number> {
 }
 
 /** Messages in the stage's stream and the items they carry (a frame carries several). */
-async function itemsIn(pipeline: string, stageName = 'work'): Promise<{ messages: number; items: number }> {
+async function itemsIn(pipeline: string, stageName = 'work'): Promise<{ messages: number; items: number; frames: unknown[][]; singles: unknown[] }> {
   const stream = `TROUPE_${pipeline}_WORK_${stageName}`;
   const info = await nats.jsm.streams.info(stream);
   let items = 0;
+  const frames: unknown[][] = [];
+  const singles: unknown[] = [];
   for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
     const m = await nats.jsm.streams.getMessage(stream, { seq }).catch(() => null);
-    if (m) { const v = decode(m.data); items += Array.isArray(v) ? v.length : 1; }
+    if (!m) continue;
+    const v = decode(m.data);
+    items += Array.isArray(v) ? v.length : 1;
+    if (Array.isArray(v)) frames.push(v);
+    else singles.push(v);
   }
-  return { messages: info.state.messages, items };
+  return { messages: info.state.messages, items, frames, singles };
 }
 
 test('plane - items published are handled once each and acked', async (t) => {
@@ -265,9 +271,15 @@ test('frames - items published together travel as one message and are handled on
   const stored = await itemsIn(pipeline);
   t.is(stored.items, 40);
   t.true(stored.messages <= 4 && stored.messages >= 3, `${stored.messages} messages for 40 items, at most 16 per frame`);
+  // Items of a frame leave out the pipeline and stage they share with it; deliveries have them.
+  const frameItems = stored.frames.flat() as Array<Record<string, unknown>>;
+  t.true(frameItems.length > 0 && frameItems.every((it) => !('pipeline' in it) && !('stage' in it) && typeof it.id === 'string'));
   const seen: string[] = [];
   const consumer = new WorkConsumer(nats.js, pipeline, cfg, async (batch) => {
-    for (const d of batch) seen.push(d.env.key);
+    for (const d of batch) {
+      seen.push(d.env.key);
+      if (d.env.pipeline !== pipeline || d.env.stage !== 'work') throw new Error(`delivered without its context: ${JSON.stringify(d.env)}`);
+    }
     return batch.map(() => undefined);
   }, { maxInFlight: 4 });
   await consumer.start();
@@ -354,8 +366,12 @@ test('frames - a frame never exceeds maxFrameBytes; an item larger than that tra
   const info = await nats.jsm.streams.info(stream);
   const sizes: number[] = [];
   for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) sizes.push((await nats.jsm.streams.getMessage(stream, { seq }))!.data.byteLength);
-  t.is((await itemsIn(pipeline)).items, 21);
+  const stored = await itemsIn(pipeline);
+  t.is(stored.items, 21);
   t.is(sizes.filter((n) => n > 2_000).length, 1, `sizes ${sizes}`);
+  // The item alone is a whole envelope, pipeline and stage included.
+  const big = stored.singles.find((v) => (v as { key?: string }).key === 'big');
+  t.like(parseEnvelope(big), { key: 'big', pipeline, stage: 'work', body: 'y'.repeat(5_000) });
   t.true(sizes.length < 21, 'small items shared frames');
 });
 
