@@ -1,7 +1,7 @@
 // Imported first by the CLI: Node's on-disk compile cache for this thread and, through the
 // environment that worker threads inherit, for every replica thread. Each replica thread
 // compiles the same modules (MikroORM, the NATS client, the pipeline) again; with the cache the
-// flagship example's re-run took 3.4-3.9 s instead of 4.0-4.7 s. NODE_DISABLE_COMPILE_CACHE=1
+// flagship example's re-run took 3.6-4.8 s instead of 4.3-5.8 s. NODE_DISABLE_COMPILE_CACHE=1
 // turns it off; NODE_COMPILE_CACHE picks the folder (default: node-compile-cache in the
 // system's temp folder), and Node has then turned it on for every thread by itself.
 import { constants, enableCompileCache } from 'node:module';
