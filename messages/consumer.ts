@@ -257,7 +257,10 @@ export class WorkConsumer {
       values = multi ? value as unknown[] : [value];
       if (values.length === 0) throw new TroupeError(codes.BAD_SHAPE, 'bad frame: an empty array');
       // Items of a frame leave out what they share with it (see encodeFrameItem).
-      if (multi) for (const v of values) inheritFrameContext(v, this.subjects.pipeline, this.stage.name);
+      if (multi) {
+        const ts = Math.round(m.info.timestampNanos / 1e6);
+        for (const v of values) inheritFrameContext(v, this.subjects.pipeline, this.stage.name, ts);
+      }
     } catch (err) {
       const whole: Frame = { m, open: 1, multi: false, nakMs: undefined };
       this.#hold(m, 1);

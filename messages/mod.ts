@@ -2,7 +2,7 @@
 export * from './errors.ts';
 export { encode, decode } from './codec.ts';
 export {
-  ENVELOPE_VERSION, makeEnvelope, parseEnvelope, encodeEnvelope, decodeEnvelope, encodeFrameItem, contextBytes, envelopeOfItem, inheritFrameContext,
+  ENVELOPE_VERSION, makeEnvelope, parseEnvelope, encodeEnvelope, decodeEnvelope, encodeFrameItem, frameContext, envelopeOfItem, inheritFrameContext,
   type Envelope, type EnvelopeInit,
 } from './envelope.ts';
 export { subjects, messageId, checkName, type Subjects } from './subjects.ts';

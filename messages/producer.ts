@@ -1,6 +1,7 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { contextBytes, encodeFrameItem, envelopeOfItem, makeEnvelope } from './envelope.ts';
+import { encode } from './codec.ts';
+import { encodeFrameItem, envelopeOfItem, frameContext, makeEnvelope, type Envelope } from './envelope.ts';
 import { codes, TroupeError } from './errors.ts';
 import { frameId, messageId, subjects, type Subjects } from './subjects.ts';
 
@@ -84,7 +85,7 @@ function isTransient(err: unknown): boolean {
     || /timeout|no responders|disconnect|reconnect/i.test(msg);
 }
 
-interface Waiter { id: string; data: Uint8Array; options: PublishOptions }
+interface Waiter { id: string; data: Uint8Array; env: Envelope<unknown>; options: PublishOptions }
 
 /** Items bound for one stage that travel as one JetStream message. */
 interface Frame {
@@ -127,7 +128,7 @@ export class WorkProducer {
   readonly #lanes = new Map<string, Lane>();
   #pending = 0;
   #waiters: Array<() => void> = [];
-  readonly #contexts = new Map<string, Uint8Array>();
+  readonly #contextSizes = new Map<string, number>();
   /** Times a publish found its stage full. */
   stalls = 0;
   /** Messages (frames) published. */
@@ -159,11 +160,15 @@ export class WorkProducer {
     return typeof v === 'function' ? checkLimit(k, v(stage), stage) : v;
   }
 
-  /** The encoded `pipeline` and `stage` entries of this stage's envelopes (see envelopeOfItem). */
-  #context(stage: string): Uint8Array {
-    let c = this.#contexts.get(stage);
-    if (c === undefined) this.#contexts.set(stage, c = contextBytes(this.subjects.pipeline, stage));
-    return c;
+  /** What an item of this stage gains when it travels alone (see envelopeOfItem), bytes. */
+  #contextSize(stage: string): number {
+    let n = this.#contextSizes.get(stage);
+    if (n === undefined) {
+      // Every field of the context has a fixed size but `ts`, whose encoding is 9 bytes from 2^32 ms on.
+      n = encode(frameContext(makeEnvelope({ pipeline: this.subjects.pipeline, stage, key: '-', body: null }))).byteLength - 1;
+      this.#contextSizes.set(stage, n);
+    }
+    return n;
   }
 
   #maxSize(stage: string): number {
@@ -179,9 +184,9 @@ export class WorkProducer {
     // recognises after it.
     const id = messageId(stage, this.#opts.dedupeScope ? `${this.#opts.dedupeScope}\u0000${key}` : key);
     const env = makeEnvelope({ pipeline: this.subjects.pipeline, stage, key, body, attempt: options.attempt ?? 1, trace: options.trace, id });
-    // Encoded as a frame item; an item that travels alone gains pipeline and stage at sending.
+    // Encoded as a frame item; an item that travels alone gains the rest at sending.
     const data = encodeFrameItem(env);
-    const alone = data.byteLength + this.#context(stage).byteLength;
+    const alone = data.byteLength + this.#contextSize(stage);
     const max = this.#maxSize(stage);
     if (alone > max) {
       throw new TroupeError(codes.TOO_LARGE,
@@ -193,7 +198,7 @@ export class WorkProducer {
     try {
       await this.#acquire();
       try {
-        return await abortable(this.#add(stage, { id, data, options }), options.signal);
+        return await abortable(this.#add(stage, { id, data, env, options }), options.signal);
       } finally {
         this.#release();
       }
@@ -260,7 +265,7 @@ export class WorkProducer {
   async #send(stage: string, frame: Frame): Promise<{ duplicate: boolean }> {
     const { waiters } = frame;
     const one = waiters.length === 1;
-    const data = one ? envelopeOfItem(waiters[0]!.data, this.#context(stage)) : frameBytes(waiters.map((w) => w.data), frame.bytes);
+    const data = one ? envelopeOfItem(waiters[0]!.data, frameContext(waiters[0]!.env)) : frameBytes(waiters.map((w) => w.data), frame.bytes);
     const msgID = one ? waiters[0]!.id : frameId(waiters.map((w) => w.id));
     const subject = this.subjects.work(stage);
     let backoff = this.#opts.minBackoffMs;

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { Packr } from 'msgpackr';
 import {
-  codes, contextBytes, decode, decodeEnvelope, encode, encodeEnvelope, encodeFrameItem, envelopeOfItem, inheritFrameContext, makeEnvelope, messageId, parseEnvelope,
+  codes, decode, decodeEnvelope, encode, encodeEnvelope, encodeFrameItem, envelopeOfItem, frameContext, inheritFrameContext, makeEnvelope, messageId, parseEnvelope,
   subjects, TroupeError,
 } from '../messages/mod.ts';
 
@@ -66,18 +66,30 @@ test('subjects - names per pipeline and refusal of bad names', (t) => {
   t.regex(messageId('fetch', 'https://a/b'), /^[A-Za-z0-9_-]{22}$/, '22 base64url characters');
 });
 
-test('envelope - a frame item leaves out pipeline and stage; alone or inherited, it is the whole envelope again', (t) => {
+test('envelope - a frame item leaves out what it shares with its frame and the defaults; alone or inherited, it is the whole envelope again', (t) => {
   const env = makeEnvelope({ pipeline: 'notes', stage: 'fetch', key: 'https://a/b', body: { n: 1 }, trace: 't-1', id: messageId('fetch', 'https://a/b') });
   const item = encodeFrameItem(env);
   const bare = decode(item) as Record<string, unknown>;
-  t.false('pipeline' in bare);
-  t.false('stage' in bare);
-  t.is(item.byteLength + contextBytes('notes', 'fetch').byteLength, encodeEnvelope(env).byteLength, 'the same size alone');
-  t.deepEqual(decodeEnvelope(envelopeOfItem(item, contextBytes('notes', 'fetch'))), env);
-  inheritFrameContext(bare, 'notes', 'fetch');
+  t.deepEqual(Object.keys(bare).sort(), ['body', 'id', 'key', 'trace'], 'no pipeline, stage, ts, nor v and attempt at their defaults');
+  const context = frameContext(env);
+  t.deepEqual(context, { pipeline: 'notes', stage: 'fetch', ts: env.ts, v: 1, attempt: 1 });
+  t.is(item.byteLength + encode(context).byteLength - 1, encodeEnvelope(env).byteLength, 'alone, the same size as the whole envelope');
+  t.deepEqual(decodeEnvelope(envelopeOfItem(item, context)), env);
+  inheritFrameContext(bare, 'notes', 'fetch', env.ts);
   t.deepEqual(parseEnvelope(bare), env);
-  const own = { ...bare, stage: 'generate' };
-  inheritFrameContext(own, 'notes', 'fetch');
+
+  // What differs from the defaults travels with the item, and wins over the frame's.
+  const retried = makeEnvelope({ pipeline: 'notes', stage: 'fetch', key: 'k', body: null, attempt: 3 });
+  const kept = decode(encodeFrameItem(retried)) as Record<string, unknown>;
+  t.is(kept.attempt, 3);
+  t.deepEqual(frameContext(retried), { pipeline: 'notes', stage: 'fetch', ts: retried.ts, v: 1 });
+  t.deepEqual(decodeEnvelope(envelopeOfItem(encodeFrameItem(retried), frameContext(retried))), retried);
+  inheritFrameContext(kept, 'notes', 'fetch', 1);
+  t.is(kept.attempt, 3);
+  t.is(kept.ts, 1, 'ts comes from the frame');
+  const own = { ...bare, stage: 'generate', v: 1, ts: 5 };
+  inheritFrameContext(own, 'notes', 'fetch', 9);
   t.is(own.stage, 'generate', 'an item that has a stage keeps it');
-  t.is((t.throws(() => envelopeOfItem(encode([1, 2]), contextBytes('notes', 'fetch'))) as TroupeError).code, codes.BAD_SHAPE);
+  t.is(own.ts, 5, 'and its own ts');
+  t.is((t.throws(() => envelopeOfItem(encode([1, 2]), context)) as TroupeError).code, codes.BAD_SHAPE);
 });

@@ -271,14 +271,17 @@ test('frames - items published together travel as one message and are handled on
   const stored = await itemsIn(pipeline);
   t.is(stored.items, 40);
   t.true(stored.messages <= 4 && stored.messages >= 3, `${stored.messages} messages for 40 items, at most 16 per frame`);
-  // Items of a frame leave out the pipeline and stage they share with it; deliveries have them.
+  // Items of a frame leave out what they share with it (pipeline, stage, ts) and the defaults
+  // (v, attempt); deliveries have them all, ts being when the server stored the frame.
   const frameItems = stored.frames.flat() as Array<Record<string, unknown>>;
-  t.true(frameItems.length > 0 && frameItems.every((it) => !('pipeline' in it) && !('stage' in it) && typeof it.id === 'string'));
+  t.true(frameItems.length > 0 && frameItems.every((it) => Object.keys(it).sort().join() === 'body,id,key'), JSON.stringify(frameItems[0]));
   const seen: string[] = [];
+  const since = Date.now() - 60_000;
   const consumer = new WorkConsumer(nats.js, pipeline, cfg, async (batch) => {
     for (const d of batch) {
       seen.push(d.env.key);
-      if (d.env.pipeline !== pipeline || d.env.stage !== 'work') throw new Error(`delivered without its context: ${JSON.stringify(d.env)}`);
+      const { pipeline: p, stage: s, v, attempt, ts } = d.env;
+      if (p !== pipeline || s !== 'work' || v !== 1 || attempt !== 1 || !(ts > since && ts <= Date.now())) throw new Error(`delivered without its context: ${JSON.stringify(d.env)}`);
     }
     return batch.map(() => undefined);
   }, { maxInFlight: 4 });
@@ -369,9 +372,9 @@ test('frames - a frame never exceeds maxFrameBytes; an item larger than that tra
   const stored = await itemsIn(pipeline);
   t.is(stored.items, 21);
   t.is(sizes.filter((n) => n > 2_000).length, 1, `sizes ${sizes}`);
-  // The item alone is a whole envelope, pipeline and stage included.
+  // The item alone is a whole envelope, pipeline, stage, v, attempt and ts included.
   const big = stored.singles.find((v) => (v as { key?: string }).key === 'big');
-  t.like(parseEnvelope(big), { key: 'big', pipeline, stage: 'work', body: 'y'.repeat(5_000) });
+  t.like(parseEnvelope(big), { key: 'big', pipeline, stage: 'work', v: 1, attempt: 1, body: 'y'.repeat(5_000) });
   t.true(sizes.length < 21, 'small items shared frames');
 });
 
