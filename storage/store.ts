@@ -74,7 +74,10 @@ export class Store {
    */
   transaction<T>(fn: (em: EntityManager) => Promise<T>): Promise<T> {
     if (this.#closing !== undefined) return Promise.reject(new TroupeError(codes.CLOSED, `store ${this.dbPath} is closed`));
-    return this.orm.em.fork().transactional(fn);
+    // On the global EntityManager, which forks once for the transaction. A fork's
+    // transactional() forks again, and merges the inner fork's entities back into the
+    // outer one after the commit: work for a parent that is thrown away at once.
+    return this.orm.em.transactional(fn);
   }
 
   /** Closes the database (checkpointing the WAL). Safe to call twice. */
