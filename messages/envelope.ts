@@ -109,7 +109,7 @@ export function encodeFrameItem(env: Envelope<unknown>): Uint8Array {
 }
 
 /** The fields of `env` that {@link encodeFrameItem} leaves out and a frame item inherits. */
-export function frameContext(env: Envelope<unknown>): Partial<Envelope<unknown>> {
+export function frameContext(env: Pick<Envelope<unknown>, 'pipeline' | 'stage' | 'ts' | 'v' | 'attempt'>): Partial<Envelope<unknown>> {
   const context: Partial<Envelope<unknown>> = { pipeline: env.pipeline, stage: env.stage, ts: env.ts };
   if (env.v === ENVELOPE_VERSION) context.v = env.v;
   if (env.attempt === 1) context.attempt = 1;

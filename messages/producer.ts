@@ -1,7 +1,7 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { encode } from './codec.ts';
-import { encodeFrameItem, envelopeOfItem, frameContext, makeEnvelope, type Envelope } from './envelope.ts';
+import { ENVELOPE_VERSION, encodeFrameItem, envelopeOfItem, frameContext, makeEnvelope } from './envelope.ts';
 import { codes, TroupeError } from './errors.ts';
 import { frameId, messageId, subjects, type Subjects } from './subjects.ts';
 
@@ -85,7 +85,8 @@ function isTransient(err: unknown): boolean {
     || /timeout|no responders|disconnect|reconnect/i.test(msg);
 }
 
-interface Waiter { id: string; data: Uint8Array; env: Envelope<unknown>; options: PublishOptions }
+/** An item waiting to be sent: its frame-item bytes, and what it needs to travel alone (see frameContext). */
+interface Waiter { id: string; data: Uint8Array; ts: number; attempt: number; options: PublishOptions }
 
 /** Items bound for one stage that travel as one JetStream message. */
 interface Frame {
@@ -171,6 +172,11 @@ export class WorkProducer {
     return n;
   }
 
+  /** An item that travels alone: a whole envelope (see envelopeOfItem). */
+  #alone(stage: string, w: Waiter): Uint8Array {
+    return envelopeOfItem(w.data, frameContext({ pipeline: this.subjects.pipeline, stage, ts: w.ts, v: ENVELOPE_VERSION, attempt: w.attempt }));
+  }
+
   #maxSize(stage: string): number {
     const m = this.#opts.maxMessageSize;
     return typeof m === 'function' ? m(stage) : m;
@@ -198,7 +204,7 @@ export class WorkProducer {
     try {
       await this.#acquire();
       try {
-        return await abortable(this.#add(stage, { id, data, env, options }), options.signal);
+        return await abortable(this.#add(stage, { id, data, ts: env.ts, attempt: env.attempt, options }), options.signal);
       } finally {
         this.#release();
       }
@@ -265,7 +271,7 @@ export class WorkProducer {
   async #send(stage: string, frame: Frame): Promise<{ duplicate: boolean }> {
     const { waiters } = frame;
     const one = waiters.length === 1;
-    const data = one ? envelopeOfItem(waiters[0]!.data, frameContext(waiters[0]!.env)) : frameBytes(waiters.map((w) => w.data), frame.bytes);
+    const data = one ? this.#alone(stage, waiters[0]!) : frameBytes(waiters.map((w) => w.data), frame.bytes);
     const msgID = one ? waiters[0]!.id : frameId(waiters.map((w) => w.id));
     const subject = this.subjects.work(stage);
     let backoff = this.#opts.minBackoffMs;
