@@ -125,6 +125,7 @@ export class WorkConsumer {
   #slots: number;
   readonly #abort = new AbortController();
   #onOutcome: ((o: Outcome) => void) | undefined;
+  #onSettled: (() => void) | undefined;
   /** Items taken and waiting for a handler slot (or, batched, for the next batch). */
   #ready: Item[] = [];
   #running = 0;
@@ -169,6 +170,14 @@ export class WorkConsumer {
   /** Called after each item is settled (for events and progress). */
   onOutcome(fn: (o: Outcome) => void): void {
     this.#onOutcome = fn;
+  }
+
+  /**
+   * Calls `fn` right after the successes of a handler call are acked, in the same turn: what
+   * it publishes leaves in the same socket write as those acks.
+   */
+  onSettled(fn: () => void): void {
+    this.#onSettled = fn;
   }
 
   /** Starts pulling. Resolves once the consumer is bound. */
@@ -442,6 +451,7 @@ export class WorkConsumer {
         (failures ??= []).push(this.#settle(it, err));
       }
     }
+    this.#onSettled?.();
     if (failures !== undefined) await Promise.all(failures);
   }
 

@@ -114,6 +114,13 @@ test.serial('runtime - --replicas generate=3 starts three Generator replicas', a
     callback: (_e, m) => { seen.add((decode(m.data) as { replica: string }).replica); },
   });
   t.teardown(() => sub.unsubscribe());
+  // The Writer announces each committed transaction once its batch is acked: the counts add up to the rows.
+  let written = 0;
+  const keys = new Set<string>();
+  const writtenSub = nats.nc.subscribe(`troupe.${pipeline}.events.write.written`, {
+    callback: (_e, m) => { const w = decode(m.data) as { count: number; keys: string[] }; written += w.count; for (const k of w.keys) keys.add(k); },
+  });
+  t.teardown(() => writtenSub.unsubscribe());
   const job = startNumbers(pipeline, out, ['--count', String(N), '--delayMs', '250', '--replicas', 'generate=3'], { nats: nats.server.url });
   t.teardown(() => { job.child.kill('SIGKILL'); });
   await until(() => seen.size >= 3 || job.child.exitCode !== null, 60_000, 'heartbeats of three generators');
@@ -127,6 +134,9 @@ test.serial('runtime - --replicas generate=3 starts three Generator replicas', a
   const report = JSON.parse(status.stdout) as { replicas: Array<{ role: string; replica: string }> };
   t.is(report.replicas.filter((r) => r.role === 'generator').length, 3, status.stdout);
   t.deepEqual(squares(out, pipeline, N), { count: N, writes: N, maxWrites: 1, missing: [] });
+  await until(() => written >= N, 10_000, 'written events for every row');
+  t.is(written, N, 'written events count every row once');
+  t.true(keys.size > 0 && keys.size <= N, `${keys.size} keys named`);
 });
 
 for (const [title, args, message] of [
