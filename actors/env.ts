@@ -22,7 +22,7 @@ export function stageConfigs(def: PipelineDefinition): Map<Stage, StageConfig> {
   for (const role of rolesOf(def)) {
     if (role === 'scanner') continue;
     const stage = STAGE_OF[role];
-    const { replicas: _r, maxInFlight: _m, batchSize: _b, batchWaitMs: _w, ...limits } = def.roles?.[role] ?? {};
+    const { replicas: _r, maxInFlight: _m, batchSize: _b, batchWaitMs: _w, standby: _s, ...limits } = def.roles?.[role] ?? {};
     const cfg = stageConfig(stage, limits, `roles.${role}`);
     // The stage must be able to hold what its replicas pull at once.
     if (cfg.maxAckPending < maxInFlightOf(def, role)) cfg.maxAckPending = maxInFlightOf(def, role);

@@ -9,7 +9,7 @@ import { readLease } from '../storage/mod.ts';
 import { itemsPerMessage } from './progress.ts';
 
 /** What a replica's heartbeat carries (see ReplicaStats). */
-interface Beat { replica: string; role: string; stage: string; state: string; done: number; ts: number; messages?: number; items?: number; rateShare?: number }
+interface Beat { replica: string; role: string; stage: string; state: string; done: number; ts: number; messages?: number; items?: number; rateShare?: number; standby?: 'active' | 'parked' }
 
 interface CommonOpts { nats?: string; out?: string; json?: boolean; count?: string }
 
@@ -49,8 +49,8 @@ export interface StatusReport {
   stages: Array<{ stage: string; queued: number; inFlight: number; done: number; redelivered: number; ratePerSec: number }>;
   deadLetters: number;
   writer: { host: string; pid: number; since: string; epoch: number } | null;
-  /** `rateShare`: for Fetchers with rate limits, how many Fetchers divide each limit. */
-  replicas: Array<{ replica: string; role: string; state: string; done: number; secondsAgo: number; rateShare?: number }>;
+  /** `rateShare`: for Fetchers with rate limits, how many Fetchers divide each limit. `standby`: Generators beyond their machine's cores (actors/standby.ts). */
+  replicas: Array<{ replica: string; role: string; state: string; done: number; secondsAgo: number; rateShare?: number; standby?: 'active' | 'parked' }>;
 }
 
 /** Gathers a pipeline's status from NATS alone (streams, consumers, lease, heartbeats). */
@@ -92,6 +92,7 @@ export async function pipelineStatus(nc: NatsConnection, pipeline: string, sampl
     replicas: [...beats.values()].map((b) => ({
       replica: b.replica, role: b.role, state: b.state, done: b.done, secondsAgo: Math.round((now - b.ts) / 1000),
       ...(b.rateShare === undefined ? {} : { rateShare: b.rateShare }),
+      ...(b.standby === undefined ? {} : { standby: b.standby }),
     })),
   };
 }
@@ -107,7 +108,8 @@ export async function statusCommand(pipeline: string, opts: CommonOpts): Promise
     console.log(`  writer ${r.writer ? `${r.writer.host} pid ${r.writer.pid} since ${r.writer.since} (epoch ${r.writer.epoch})` : 'none'}`);
     for (const rep of r.replicas) {
       const share = rep.rateShare === undefined ? '' : `  rate limits 1/${rep.rateShare}`;
-      console.log(`  replica ${rep.replica} ${rep.role} ${rep.state} done ${rep.done}${share} (${rep.secondsAgo}s ago)`);
+      const standby = rep.standby === undefined ? '' : `  standby (${rep.standby})`;
+      console.log(`  replica ${rep.replica} ${rep.role} ${rep.state} done ${rep.done}${share}${standby} (${rep.secondsAgo}s ago)`);
     }
   } finally {
     await nc.close();

@@ -139,6 +139,13 @@ export interface RoleOptions extends StageLimits {
   batchSize?: number;
   /** Writer only: longest wait for a batch to fill, ms. @default 20 */
   batchWaitMs?: number;
+  /**
+   * Generator only: replicas beyond this machine's cores stand by, taking work only while
+   * the machine has idle CPU (see actors/standby.ts). Set false when `generate` blocks its
+   * thread without using CPU (a synchronous child process, say) and every thread should
+   * take work at once. @default true
+   */
+  standby?: boolean;
 }
 
 export interface ParamSpec {
@@ -228,6 +235,9 @@ export function validatePipeline(def: PipelineDefinition): PipelineDefinition {
     if (!ROLES.includes(role as Role)) throw bad(`pipeline.roles.${role} is not a role (roles: ${ROLES.join(', ')})`);
     if (def[role as Role] === undefined) throw bad(`pipeline.roles.${role} configures a role the pipeline does not define`);
     for (const k of ['replicas', 'maxInFlight', 'batchSize', 'batchWaitMs'] as const) positiveInt(o?.[k], `pipeline.roles.${role}.${k}`);
+    if (o?.standby !== undefined && (role !== 'generator' || typeof o.standby !== 'boolean')) {
+      throw bad(`pipeline.roles.${role}.standby: ${role === 'generator' ? `must be true or false (got ${JSON.stringify(o.standby)})` : 'only a Generator has standby replicas'}`);
+    }
   }
   if ((def.roles?.writer?.replicas ?? 1) !== 1) throw bad('pipeline.roles.writer.replicas must be 1: a pipeline has exactly one Writer');
   if ((def.roles?.scanner?.replicas ?? 1) !== 1) throw bad('pipeline.roles.scanner.replicas must be 1');

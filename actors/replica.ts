@@ -47,7 +47,10 @@ async function createActor(env: ReplicaEnv, c: ReplicaConfig): Promise<RoleActor
   switch (c.role) {
     case 'scanner': return new (await import('./scanner.ts')).Scanner(env);
     case 'fetcher': return new (await import('./fetcher.ts')).Fetcher(env, c.fetchShare === undefined ? {} : { replicasSharingLimits: c.fetchShare });
-    case 'generator': return new (await import('./generator.ts')).Generator(env);
+    case 'generator': {
+      const { Generator, isStandby } = await import('./generator.ts');
+      return new Generator(env, { standby: isStandby(env.def, c.index) });
+    }
     case 'writer': return new (await import('./writer.ts')).Writer(env);
     default: return new (await import('./exporter.ts')).Exporter(env);
   }

@@ -20,6 +20,8 @@ export interface ReplicaStats {
   items: number;
   /** Fetchers with rate limits: how many Fetchers divide each limit, this one included. */
   rateShare?: number;
+  /** Generators beyond the machine's cores: taking work (`active`) or not (see Standby). */
+  standby?: 'active' | 'parked';
 }
 
 /**
@@ -35,7 +37,7 @@ export abstract class StageActor extends Lifecycle {
   protected ctx: JobContext;
   emitted = 0;
 
-  constructor(env: ReplicaEnv, options: { batchSize?: number; batchWaitMs?: number; prefetch?: number } = {}) {
+  constructor(env: ReplicaEnv, options: { batchSize?: number; batchWaitMs?: number; prefetch?: number; pausable?: boolean } = {}) {
     super(env.replicaId);
     this.env = env;
     const role = env.role as keyof typeof STAGE_OF;

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect as tcpConnect } from 'node:net';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NatsServer } from '../messages/server.ts';
 import { natsServerPid, round } from './lib.ts';
@@ -168,7 +168,8 @@ async function scenario3(): Promise<void> {
     n: 3, title: 'Generator: fixed CPU task on worker-thread replicas',
     note: `pipelines/cpu.ts through the Supervisor (replicas on worker_threads via comlink), --replicas generate=N, no Fetcher; task = ${iters} rounds of an integer hash ` +
       `(${taskMs.toFixed(2)} ms measured on the main thread); 3,000 items; rate between 10% and 90% of the Writer's written events; best of 2 runs. ` +
-      `Ideal at 1 thread: ${Math.round(1000 / taskMs)} items/s. The machine has ${cpus().length} cores shared with nats-server and the Scanner/Writer threads. ${at}.`,
+      `Ideal at 1 thread: ${Math.round(1000 / taskMs)} items/s. The machine has ${cpus().length} cores shared with nats-server and the Scanner/Writer threads; ` +
+      `threads beyond ${availableParallelism()} stand by while no core is idle (actors/standby.ts). ${at}.`,
     headers: ['generator threads', 'items/s', 'vs 1 thread', 'wall s (incl. start)'],
     rows: results.map((r) => [num(r.threads), r.error ? `error: ${r.error}` : num(r.itemsPerSec), `${ratio(r.itemsPerSec, one).toFixed(2)}×`, num(r.wallSeconds, 1)]),
   });

@@ -56,6 +56,13 @@ export interface ConsumerOptions {
    * mode. 0 turns it off. @default 1_000
    */
   giveBackMs?: number;
+  /**
+   * Pull with one-shot requests (`fetch`) instead of a standing one (`consume`), so that
+   * {@link WorkConsumer.pause} leaves no pull request open: a message the server sends
+   * to a stopped standing request is lost to this replica until its ack wait runs out. Costs
+   * a round trip per `prefetch` messages. @default false
+   */
+  pausable?: boolean;
 }
 
 /** A dead letter: the original message, why it failed and how often it was tried. */
@@ -85,7 +92,7 @@ export interface ConsumerStats {
 
 export type Outcome = { kind: 'done' | 'retried' | 'dead'; key: string | null; error?: WireError; attempt: number };
 
-const defaults = Object.freeze({ maxInFlight: 64, batchSize: 1, batchWaitMs: 20, retryBaseMs: 500, retryMaxMs: 30_000, pullExpiresMs: 5_000, giveBackMs: 1_000 });
+const defaults = Object.freeze({ maxInFlight: 64, batchSize: 1, batchWaitMs: 20, retryBaseMs: 500, retryMaxMs: 30_000, pullExpiresMs: 5_000, giveBackMs: 1_000, pausable: false });
 
 const noop = () => {};
 
@@ -134,6 +141,7 @@ export class WorkConsumer {
   #slotFreed: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #stopping = false;
+  #paused = false;
   #pullIter: { stop(): void } | undefined;
   /** Every message taken and not yet settled. */
   readonly #held = new Set<JsMsg>();
@@ -165,6 +173,24 @@ export class WorkConsumer {
     this.#slots = Math.max(1, Math.min(Math.floor(n), this.#opts.maxInFlight));
     this.#pump();
     this.#wake();
+  }
+
+  /**
+   * Stops taking messages until {@link resume}: what it holds is still handled and acked,
+   * a pull already open is still served. Only for a consumer made with `pausable`.
+   */
+  pause(): void {
+    if (!this.#opts.pausable) throw new TroupeError(codes.BAD_OPTION, `consumer of stage ${this.stage.name}: pause() needs the pausable option`);
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.#paused = false;
+    this.#wake();
+  }
+
+  get paused(): boolean {
+    return this.#paused;
   }
 
   /** Called after each item is settled (for events and progress). */
@@ -229,10 +255,17 @@ export class WorkConsumer {
       // Take the next message only when a handler slot is free and nothing waits for one.
       : this.#running >= this.#slots || this.#ready.length > 0 || this.stats.inFlight >= this.#maxHeld;
     while (!this.#stopping) {
+      if (this.#paused) {
+        await this.#waitSlot(); // woken by resume(), drain() or close()
+        continue;
+      }
       try {
         // consume() keeps pull requests open and re-pulls as the buffer drains, so free slots
-        // are refilled without a round trip; the buffer is bounded by `prefetch`.
-        const iter = await consumer.consume({ max_messages: this.#prefetch, expires: pullExpiresMs });
+        // are refilled without a round trip; the buffer is bounded by `prefetch`. A pausable
+        // consumer pulls with one request at a time instead (see ConsumerOptions.pausable).
+        const iter = this.#opts.pausable
+          ? await consumer.fetch({ max_messages: this.#prefetch, expires: pullExpiresMs })
+          : await consumer.consume({ max_messages: this.#prefetch, expires: pullExpiresMs });
         this.#pullIter = iter;
         if (this.#stopping) iter.stop();
         for await (const m of iter) {

@@ -33,6 +33,8 @@ test('options - roles may only configure defined roles', (t) => refused(t, { ...
 test('options - role numbers must be positive integers', (t) => refused(t, { ...base(), roles: { generator: { maxInFlight: 0 } } }, /pipeline\.roles\.generator\.maxInFlight must be a positive integer \(got 0\)/));
 test('options - exactly one Writer', (t) => refused(t, { ...base(), roles: { writer: { replicas: 2 } } }, /pipeline\.roles\.writer\.replicas must be 1/));
 test('options - exactly one Scanner', (t) => refused(t, { ...base(), roles: { scanner: { replicas: 3 } } }, /pipeline\.roles\.scanner\.replicas must be 1/));
+test('options - standby must be a boolean', (t) => refused(t, { ...base(), roles: { generator: { standby: 'no' } } }, /pipeline\.roles\.generator\.standby: must be true or false \(got "no"\)/));
+test('options - only a Generator has standby replicas', (t) => refused(t, { ...base(), roles: { writer: { standby: false } } }, /pipeline\.roles\.writer\.standby: only a Generator has standby replicas/));
 test('options - a param check must be a function', (t) => refused(t, { ...base(), params: { root: { description: 'x', check: 'yes' } } }, /pipeline\.params\.root\.check must be a function/));
 test('options - restart limits must be positive integers', (t) => refused(t, { ...base(), restarts: { maxRestarts: -1 } }, /pipeline\.restarts\.maxRestarts must be a positive integer/));
 

@@ -3,6 +3,7 @@
 // often each row was applied, so "nothing lost, nothing duplicated" is count = N, max = 1.
 import test from 'ava';
 import { rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { troupe } from './helpers/cli.ts';
 import { startNats, tempDir, uniqueName, until, type TestNats } from './helpers/nats.ts';
 import { FIXTURE, output, query, removeCrashMarks, squares, startNumbers, within } from './helpers/numbers.ts';
@@ -110,8 +111,13 @@ test.serial('runtime - --replicas generate=3 starts three Generator replicas', a
   // before status sampled, and the report held no replicas).
   const N = 1200;
   const seen = new Set<string>();
+  const standby = new Map<string, string | undefined>();
   const sub = nats.nc.subscribe(`troupe.${pipeline}.events.generate.heartbeat`, {
-    callback: (_e, m) => { seen.add((decode(m.data) as { replica: string }).replica); },
+    callback: (_e, m) => {
+      const hb = decode(m.data) as { replica: string; standby?: string };
+      seen.add(hb.replica);
+      standby.set(hb.replica.split('-').at(-1)!, hb.standby);
+    },
   });
   t.teardown(() => sub.unsubscribe());
   // The Writer announces each committed transaction once its batch is acked: the counts add up to the rows.
@@ -131,8 +137,15 @@ test.serial('runtime - --replicas generate=3 starts three Generator replicas', a
   t.is(await within(job.exited, 90_000, 'the job'), 0, output(job));
   const ids = [...seen].map((id) => id.split('/').slice(1).join('/')).sort();
   t.deepEqual(ids, [0, 1, 2].map((i) => `${job.child.pid}/generator-${i}`));
-  const report = JSON.parse(status.stdout) as { replicas: Array<{ role: string; replica: string }> };
+  // Replicas beyond the machine's cores stand by (actors/standby.ts), and say so.
+  for (const i of [0, 1, 2]) {
+    if (i < availableParallelism()) t.is(standby.get(String(i)), undefined, `generator-${i}`);
+    else t.regex(standby.get(String(i)) ?? '', /^(active|parked)$/, `generator-${i}`);
+  }
+  const report = JSON.parse(status.stdout) as { replicas: Array<{ role: string; replica: string; standby?: string }> };
   t.is(report.replicas.filter((r) => r.role === 'generator').length, 3, status.stdout);
+  t.deepEqual(report.replicas.filter((r) => r.standby !== undefined).map((r) => r.replica.split('/').at(-1)),
+    [0, 1, 2].filter((i) => i >= availableParallelism()).map((i) => `generator-${i}`), status.stdout);
   t.deepEqual(squares(out, pipeline, N), { count: N, writes: N, maxWrites: 1, missing: [] });
   await until(() => written >= N, 10_000, 'written events for every row');
   t.is(written, N, 'written events count every row once');
