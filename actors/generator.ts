@@ -4,14 +4,15 @@ import type { ReplicaEnv } from './env.ts';
 import { nextStage, type Item, type PipelineDefinition } from './pipeline.ts';
 import { StageActor, type ReplicaStats } from './stage-actor.ts';
 import { resolveBodies } from './bodies.ts';
-import { Standby } from './standby.ts';
+import { Standby, type StandbyOptions } from './standby.ts';
 
 /**
- * Whether Generator replica `index` of this process stands by (see Standby): those beyond
- * the machine's cores do, unless the pipeline sets `roles.generator.standby: false`.
+ * The standby settings of Generator replica `index` of this process (see Standby): those
+ * beyond the machine's cores stand by, unless the pipeline sets `roles.generator.standby:
+ * false`; undefined for the others.
  */
-export function isStandby(def: PipelineDefinition, index: number, cores = availableParallelism()): boolean {
-  return def.roles?.generator?.standby !== false && index >= cores;
+export function standbyOf(def: PipelineDefinition, index: number, cores = availableParallelism()): StandbyOptions | undefined {
+  return def.roles?.generator?.standby !== false && index >= cores ? { cores, rank: index - cores } : undefined;
 }
 
 /**
@@ -24,14 +25,15 @@ export function isStandby(def: PipelineDefinition, index: number, cores = availa
 export class Generator extends StageActor {
   readonly standby: Standby | undefined;
 
-  constructor(env: ReplicaEnv, options: { standby?: boolean } = {}) {
+  constructor(env: ReplicaEnv, options: { standby?: StandbyOptions | undefined } = {}) {
     super(env, options.standby ? { pausable: true } : {});
-    this.standby = options.standby ? new Standby(this.consumer, { cores: availableParallelism() }) : undefined;
+    this.standby = options.standby ? new Standby(this.consumer, options.standby) : undefined;
   }
 
   protected handle(batch: Delivery[]): Promise<unknown[]> {
     const spec = this.env.def.generator!;
     return this.each(batch, async (d) => {
+      this.standby?.poll(performance.now());
       const body = await resolveBodies(this.env, d.env.body);
       const out = await spec.generate({ key: d.env.key, body }, this.ctx) as Array<Item<unknown>>;
       await this.emit(nextStage(this.env.def, 'generator'), out ?? [], d);
@@ -39,7 +41,10 @@ export class Generator extends StageActor {
   }
 
   protected override async onStart(): Promise<void> {
-    this.standby?.start(); // paused before the consumer's first pull
+    if (this.standby) {
+      this.standby.start(); // paused before the consumer's first pull
+      this.ctx.log(`stands by: replicas beyond this machine's ${availableParallelism()} cores take work only while a core is idle (roles.generator.standby: false to change that)`);
+    }
     await super.onStart();
   }
 

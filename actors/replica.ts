@@ -48,8 +48,8 @@ async function createActor(env: ReplicaEnv, c: ReplicaConfig): Promise<RoleActor
     case 'scanner': return new (await import('./scanner.ts')).Scanner(env);
     case 'fetcher': return new (await import('./fetcher.ts')).Fetcher(env, c.fetchShare === undefined ? {} : { replicasSharingLimits: c.fetchShare });
     case 'generator': {
-      const { Generator, isStandby } = await import('./generator.ts');
-      return new Generator(env, { standby: isStandby(env.def, c.index) });
+      const { Generator, standbyOf } = await import('./generator.ts');
+      return new Generator(env, { standby: standbyOf(env.def, c.index) });
     }
     case 'writer': return new (await import('./writer.ts')).Writer(env);
     default: return new (await import('./exporter.ts')).Exporter(env);

@@ -149,6 +149,7 @@ export class WorkConsumer {
   readonly #retries = new Map<NodeJS.Timeout, Item>();
   #keepAlive: NodeJS.Timeout | undefined;
   #giveBackTimer: NodeJS.Timeout | undefined;
+  #giveBackFailed = false;
 
   constructor(js: JetStreamClient, pipeline: string, stage: StageConfig, handler: BatchHandler, options: ConsumerOptions = {}) {
     this.#js = js;
@@ -157,6 +158,7 @@ export class WorkConsumer {
     this.#handler = handler;
     this.#opts = { ...defaults, ...options };
     if (this.#opts.batchSize > this.#opts.maxInFlight) this.#opts.batchSize = this.#opts.maxInFlight;
+    if (this.#opts.pausable && this.#opts.batchSize > 1) throw new TroupeError(codes.BAD_OPTION, `consumer of stage ${stage.name}: pausable needs batchSize 1`);
     // In messages: a frame carries up to 64 items, so a few frames cover the free slots.
     this.#prefetch = options.prefetch ?? Math.max(1, Math.ceil(Math.min(this.#opts.maxInFlight, 256) / 8));
     this.#maxHeld = options.maxHeld ?? this.#opts.maxInFlight + 256;
@@ -176,12 +178,17 @@ export class WorkConsumer {
   }
 
   /**
-   * Stops taking messages until {@link resume}: what it holds is still handled and acked,
-   * a pull already open is still served. Only for a consumer made with `pausable`.
+   * Stops taking work until {@link resume}: items already in a handler finish and are acked;
+   * items not yet started, and any that a pull still open brings in, go back to the stage
+   * at once (as `giveBackMs` does) for other replicas; no new pull is made. Only for a
+   * consumer made with `pausable`.
    */
   pause(): void {
     if (!this.#opts.pausable) throw new TroupeError(codes.BAD_OPTION, `consumer of stage ${this.stage.name}: pause() needs the pausable option`);
     this.#paused = true;
+    clearTimeout(this.#giveBackTimer); // armed for giveBackMs: now at once
+    this.#giveBackTimer = undefined;
+    this.#pump();
   }
 
   resume(): void {
@@ -218,6 +225,7 @@ export class WorkConsumer {
   /** Stops pulling, finishes what it holds, resolves when every held message is settled. */
   async drain(): Promise<void> {
     this.#stopping = true;
+    this.#paused = false; // draining finishes what it holds, paused or not
     this.#pullIter?.stop();
     this.#wake();
     await this.#loop;
@@ -391,6 +399,12 @@ export class WorkConsumer {
   #pump(): void {
     const { batchSize } = this.#opts;
     if (batchSize === 1) {
+      if (this.#paused) {
+        // Paused: nothing new starts, and what waits goes back to the stage at once (after a
+        // failed try, as often as giveBackMs).
+        if (this.#ready.length > 0) this.#giveBackTimer ??= setTimeout(() => this.#giveBack(), this.#giveBackFailed ? Math.max(this.#opts.giveBackMs, 100) : 0);
+        return;
+      }
       if (this.#ready.length > 0 && this.#opts.giveBackMs > 0) this.#giveBackTimer ??= setTimeout(() => this.#giveBack(), this.#opts.giveBackMs);
       while (this.#running < this.#slots && this.#ready.length > 0) {
         const item = this.#ready.shift()!;
@@ -418,11 +432,12 @@ export class WorkConsumer {
     this.#startBatch();
   }
 
-  /** Puts items that waited `giveBackMs` for a slot back into the stage (see giveBackMs). */
+  /** Puts items that waited `giveBackMs` for a slot (all waiting ones when paused) back into the stage (see giveBackMs). */
   async #giveBack(): Promise<void> {
     this.#giveBackTimer = undefined;
     const { giveBackMs, maxInFlight } = this.#opts;
-    const cutoff = performance.now() - giveBackMs;
+    const cutoff = this.#paused ? Infinity : performance.now() - giveBackMs;
+    this.#giveBackFailed = false;
     const stale = this.#stopping ? [] : this.#ready.filter((it) => it.since <= cutoff);
     if (stale.length > 0) {
       this.#ready = this.#ready.filter((it) => it.since > cutoff);
@@ -434,10 +449,14 @@ export class WorkConsumer {
           if (this.#abort.signal.aborted) return; // closed: the frames come back whole
           // The items as they came (not yet tried): one alone, or a frame of several.
           const data = encode(chunk.length === 1 ? chunk[0]!.value : chunk.map((it) => it.value));
-          const msgID = chunk.length === 1 ? ids[0]! : frameId(ids);
+          // Not the ids they came under: the stage's duplicate window still holds those, and
+          // would drop the message (then acked here: the items lost). Tied to the message
+          // they came in, so a retry of this publish is still deduplicated.
+          const msgID = frameId([`giveback:${chunk[0]!.frame.m.seq}`, ...ids]);
           await this.#js.publish(subject, data, { msgID });
         } catch {
           // The stage is full or the server away: keep them and try later.
+          this.#giveBackFailed = true;
           this.#ready.unshift(...stale.slice(i));
           break;
         }
