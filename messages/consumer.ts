@@ -150,6 +150,7 @@ export class WorkConsumer {
   #keepAlive: NodeJS.Timeout | undefined;
   #giveBackTimer: NodeJS.Timeout | undefined;
   #giveBackFailed = false;
+  #pumpScheduled = false;
 
   constructor(js: JetStreamClient, pipeline: string, stage: StageConfig, handler: BatchHandler, options: ConsumerOptions = {}) {
     this.#js = js;
@@ -363,27 +364,36 @@ export class WorkConsumer {
    */
   async #split(frame: Frame, values: unknown[], deliveries: number): Promise<void> {
     const subject = this.subjects.work(this.stage.name);
-    let i = 0;
-    try {
-      for (; i < values.length; i++) {
-        if (this.#abort.signal.aborted) return; // closed: the frame comes back; what went out is deduplicated
-        const value = values[i];
-        let bytes: Uint8Array;
-        let msgID: string | undefined;
-        try {
-          const env = parseEnvelope(value);
-          bytes = encode({ ...env, attempt: Math.max(1, env.attempt) + deliveries - 2 });
-          msgID = env.id;
-        } catch {
-          bytes = encode(value); // a bad item is dead-lettered on its own
-        }
-        await this.#js.publish(subject, bytes, msgID === undefined ? {} : { msgID });
-        this.#release();
-        this.#settled(frame);
+    // All at once, not one after another: a split that waits for each publish in turn spans
+    // a round trip per item, and a replica dying meanwhile (another item of its own crashing
+    // it) brought the frame back again and again until the server's max_deliver, after which
+    // the items not yet out were never delivered again (test/runtime.test.ts, under load).
+    const left: unknown[] = [];
+    let error: unknown;
+    await Promise.all(values.map(async (value) => {
+      let bytes: Uint8Array;
+      let msgID: string | undefined;
+      try {
+        const env = parseEnvelope(value);
+        bytes = encode({ ...env, attempt: Math.max(1, env.attempt) + deliveries - 2 });
+        msgID = env.id;
+      } catch {
+        bytes = encode(value); // a bad item is dead-lettered on its own
       }
-    } catch (err) {
-      console.error(`troupe: stage ${this.stage.name}: handling ${values.length - i} item(s) of a redelivered frame in place: ${(err as Error).message}`);
-      this.#enqueue(frame, values.slice(i), deliveries - 1);
+      try {
+        await this.#js.publish(subject, bytes, msgID === undefined ? {} : { msgID });
+      } catch (err) {
+        left.push(value);
+        error = err;
+        return;
+      }
+      if (this.#abort.signal.aborted) return; // closed: the frame comes back; what went out is deduplicated
+      this.#release();
+      this.#settled(frame);
+    }));
+    if (left.length > 0 && !this.#abort.signal.aborted) {
+      console.error(`troupe: stage ${this.stage.name}: handling ${left.length} item(s) of a redelivered frame in place: ${(error as Error).message}`);
+      this.#enqueue(frame, left, deliveries - 1);
     }
   }
 
@@ -414,8 +424,7 @@ export class WorkConsumer {
           if (!slot) return;
           slot = false;
           this.#running--;
-          this.#pump();
-          this.#wake();
+          this.#pumpSoon();
         };
         void this.#run([{ ...item, d: { ...item.d, yieldSlot: free } }]).finally(free);
       }
@@ -430,6 +439,23 @@ export class WorkConsumer {
       return;
     }
     this.#startBatch();
+  }
+
+  /**
+   * Starts the next items on the next turn of the event loop, not in this one: handlers that
+   * compute synchronously (a CPU-bound `generate`) would otherwise follow each other through
+   * microtasks for a whole frame, and no timer would run meanwhile — not the keep-alive that
+   * stops the server from redelivering what this replica holds (a frame of 30 items of 100 ms
+   * each was redelivered after an ack wait of 2 s, and every item handled twice).
+   */
+  #pumpSoon(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    setImmediate(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+      this.#wake();
+    });
   }
 
   /** Puts items that waited `giveBackMs` for a slot (all waiting ones when paused) back into the stage (see giveBackMs). */

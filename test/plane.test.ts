@@ -438,3 +438,29 @@ test('frames - items of a frame that wait for a slot go back to the stage for an
   t.true([...by.values()].every((names) => names.length === 1), 'each item handled once');
   t.is(await messagesAfterAcks(pipeline), 0);
 });
+
+test('redelivery - a frame of synchronous handlers longer in total than ackWait is kept alive, not redelivered', async (t) => {
+  // 30 items of 100 ms of synchronous work in one frame: 3 s against an ack wait of 2 s. The
+  // keep-alive is a timer, so the consumer must let the event loop turn between items.
+  const { pipeline, cfg, producer } = await stage();
+  await Promise.all(Array.from({ length: 30 }, (_, i) => producer.publish('work', `s${i}`, { i })));
+  t.is((await itemsIn(pipeline)).messages, 1, 'one frame of thirty');
+  const seen: string[] = [];
+  const busy = async (batch: Delivery[]) => {
+    for (const d of batch) {
+      seen.push(d.env.key);
+      const end = performance.now() + 100;
+      while (performance.now() < end) { /* CPU-bound, like a generate() */ }
+    }
+    return batch.map(() => undefined);
+  };
+  const a = new WorkConsumer(nats.js, pipeline, cfg, busy, { maxInFlight: 4 });
+  const b = new WorkConsumer(nats.js, pipeline, cfg, busy, { maxInFlight: 4 });
+  await a.start();
+  await b.start();
+  await until(() => new Set(seen).size === 30, 20_000, 'all thirty handled');
+  await sleep(2_500); // past another ack wait: a redelivery would show now
+  await Promise.all([a.drain(), b.drain()]);
+  t.is(seen.length, 30, `handled ${seen.length} times for 30 items`);
+  t.is(await messagesAfterAcks(pipeline), 0);
+});
