@@ -2,7 +2,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { codes, decode, encode, ensureTopology, openNats, TroupeError, WorkProducer, type NatsHandle } from './messages/mod.ts';
+import { codes, deadLetterStranded, decode, encode, ensureTopology, openNats, TroupeError, WorkProducer, type NatsHandle } from './messages/mod.ts';
 import { stageConfigs } from './actors/env.ts';
 import { FINISH_KEY } from './actors/exporter.ts';
 import { replicasOf, rolesOf, STAGE_OF, type PipelineDefinition, type Role, type Stage } from './actors/pipeline.ts';
@@ -90,6 +90,8 @@ export class Supervisor {
   #escalation: string | undefined;
   #started = Date.now();
   #peakRss = 0;
+  /** Messages the server gave up on, moved to dead letters at the end (see deadLetterStranded). */
+  #stranded = 0;
   #wake: (() => void) | undefined;
   /** True once the job ended by itself (source exhausted, no work left). */
   #finished = false;
@@ -295,6 +297,17 @@ export class Supervisor {
       const empty = views.every((v) => v.messages === 0);
       idleChecks = exhausted && empty ? idleChecks + 1 : 0;
       if (idleChecks >= 2) {
+        // A message every replica that took it stopped on reaches max_deliver and counts as
+        // neither queued nor in flight: it goes to dead letters here, not silently left behind.
+        for (const stage of stageConfigs(this.def).values()) {
+          const n = await deadLetterStranded(this.nats.js, this.nats.jsm, this.def.name, stage).catch((err: Error) => {
+            console.error(`troupe: stage ${stage.name}: could not check for undelivered messages: ${err.message}`);
+            return 0;
+          });
+          if (n === 0) continue;
+          this.#stranded += n;
+          console.error(`troupe: stage ${stage.name}: ${n} message(s) delivered ${stage.maxAttempts + 1} times, each time to a replica that stopped, went to dead letters (troupe dead list ${this.def.name})`);
+        }
         if (this.def.exporter?.finish && !finishSent) {
           finishSent = true;
           idleChecks = 0;
@@ -357,7 +370,7 @@ export class Supervisor {
       cur.done += hb.done; cur.retried += hb.retried; cur.dead += hb.dead;
       stages[hb.stage] = cur;
     }
-    const deadLetters = Object.values(stages).reduce((a, s) => a + s.dead, 0);
+    const deadLetters = Object.values(stages).reduce((a, s) => a + s.dead, 0) + this.#stranded;
     const written = stages.write?.done ?? 0;
     const summary: Summary = {
       pipeline: this.def.name, ok: this.#escalation === undefined, wallMs, stages, deadLetters,

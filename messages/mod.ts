@@ -6,7 +6,7 @@ export {
   type Envelope, type EnvelopeInit,
 } from './envelope.ts';
 export { subjects, messageId, checkName, type Subjects } from './subjects.ts';
-export { ensureTopology, deleteTopology, stageConfig, stageDefaults, type StageConfig, type StageLimits } from './topology.ts';
+export { ensureTopology, deleteTopology, deadLetterStranded, stageConfig, stageDefaults, type StageConfig, type StageLimits } from './topology.ts';
 export { WorkProducer, isStreamFull, type ProducerOptions, type PublishOptions } from './producer.ts';
 export { WorkConsumer, type BatchHandler, type ConsumerOptions, type ConsumerStats, type DeadLetter, type Delivery, type Outcome } from './consumer.ts';
 export { DEFAULT_MEMORY_LIMIT as NATS_MEMORY_LIMIT, defaultMaxProcs as natsMaxProcs, NatsServer, findNatsServer, freePort, type NatsServerOptions } from './server.ts';

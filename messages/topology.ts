@@ -1,9 +1,12 @@
 import {
   AckPolicy, DiscardPolicy, RetentionPolicy, StorageType,
-  type JetStreamManager, type StreamConfig, type ConsumerConfig, type MsgRequest,
+  type JetStreamClient, type JetStreamManager, type StreamConfig, type ConsumerConfig, type MsgRequest,
 } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
-import { codes, TroupeError } from './errors.ts';
+import { decode, encode } from './codec.ts';
+import type { DeadLetter } from './consumer.ts';
+import { parseEnvelope, type Envelope } from './envelope.ts';
+import { codes, toWire, TroupeError } from './errors.ts';
 import { subjects } from './subjects.ts';
 
 /** Limits of one stage's work stream and consumer. All optional; see {@link stageDefaults}. */
@@ -160,4 +163,46 @@ export async function deleteTopology(jsm: JetStreamManager, pipeline: string): P
   for await (const name of jsm.streams.names()) {
     if (name.startsWith(prefix)) await jsm.streams.delete(name);
   }
+}
+
+/**
+ * Dead-letters the messages of a stage that its consumer has given up on without an ack:
+ * delivered `max_deliver` times (maxAttempts + 1), each time to a replica that stopped before
+ * settling it (killed, crashed, or crashed by another item it held). The server delivers such
+ * a message no more but keeps it in the work queue, where nothing would ever take it: a job would finish without it. Each goes to the stage's dead
+ * letters with its original bytes (`troupe dead` lists and replays it) and leaves the work
+ * queue. Deduplicated with the consumer's own dead letters (same message id), so running it
+ * twice is harmless. Returns how many it moved.
+ */
+export async function deadLetterStranded(js: JetStreamClient, jsm: JetStreamManager, pipeline: string, stage: StageConfig): Promise<number> {
+  const s = subjects(pipeline);
+  const stream = s.workStream(stage.name);
+  const [si, ci] = await Promise.all([jsm.streams.info(stream), jsm.consumers.info(stream, s.consumer(stage.name))]);
+  // At or below the ack floor, whatever is still in a work queue was never acked; and with
+  // nothing awaiting an ack, so is everything the consumer has delivered. (A message
+  // published after this snapshot is above both and left alone.)
+  const floor = ci.num_ack_pending === 0 ? ci.delivered.stream_seq : ci.ack_floor.stream_seq;
+  let moved = 0;
+  for (let seq = si.state.first_seq; si.state.messages > 0 && seq <= floor;) {
+    // The next message at or after seq (acked ones are gone from a work queue).
+    // (nats-server takes next_by_subj on this API since 2.9; the client's type leaves it out)
+    const m = await jsm.streams.getMessage(stream, { seq, next_by_subj: s.work(stage.name) } as unknown as MsgRequest).catch(() => null);
+    if (m === null || m.seq > floor) break;
+    let envelope: Envelope<unknown> | null = null;
+    try {
+      const value = decode(m.data, stage.maxMessageSize);
+      if (!Array.isArray(value)) envelope = parseEnvelope(value);
+    } catch { /* kept as bytes */ }
+    const attempts = stage.maxAttempts + 1;
+    const letter: DeadLetter = {
+      pipeline, stage: stage.name, key: envelope?.key ?? null, attempts, ts: Date.now(), envelope, data: m.data,
+      error: toWire(new TroupeError(codes.RETRYABLE,
+        `delivered ${attempts} times, each time to a replica that stopped before settling it: the server delivers it no more`)),
+    };
+    await js.publish(s.dead(stage.name), encode(letter), { msgID: `dead:${stage.name}:${m.seq}` });
+    await jsm.streams.deleteMessage(stream, m.seq, false);
+    moved++;
+    seq = m.seq + 1;
+  }
+  return moved;
 }

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  codes, decode, ensureTopology, parseEnvelope, PermanentError, stageConfig, TroupeError, WorkConsumer, WorkProducer,
+  codes, deadLetterStranded, decode, ensureTopology, parseEnvelope, PermanentError, stageConfig, TroupeError, WorkConsumer, WorkProducer,
   type ConsumerOptions, type DeadLetter, type Delivery, type StageConfig, type StageLimits,
 } from '../messages/mod.ts';
 import { frameLimits } from '../actors/env.ts';
@@ -463,4 +463,31 @@ test('redelivery - a frame of synchronous handlers longer in total than ackWait 
   await Promise.all([a.drain(), b.drain()]);
   t.is(seen.length, 30, `handled ${seen.length} times for 30 items`);
   t.is(await messagesAfterAcks(pipeline), 0);
+});
+
+test('dead letters - a message the server delivers no more (every taker stopped) is dead-lettered, not left behind', async (t) => {
+  // maxAttempts 2: the server delivers a message 3 times (see ensureTopology). Three takers
+  // that never settle it (killed replicas) leave it in the work queue below the ack floor,
+  // where no consumer would ever see it again.
+  const { pipeline, cfg, producer } = await stage({ ackWaitMs: 1_000, maxAttempts: 2 });
+  await producer.publish('work', 'stuck', { n: 1 });
+  const raw = await nats.js.consumers.get(`TROUPE_${pipeline}_WORK_work`, 'troupe-work');
+  for (let delivery = 1; delivery <= 3; delivery++) {
+    const m = await raw.next({ expires: 3_000 });
+    t.is(m?.info.deliveryCount, delivery);
+  }
+  await sleep(1_300); // past the last ack wait
+  t.is(await raw.next({ expires: 1_000 }), null, 'the server delivers it no more');
+  await producer.publish('work', 'fresh', { n: 2 });
+  t.is((await itemsIn(pipeline)).messages, 2, 'the stuck message is still in the work queue');
+  t.is(await deadLetterStranded(nats.js, nats.jsm, pipeline, cfg), 1);
+  t.is(await deadLetterStranded(nats.js, nats.jsm, pipeline, cfg), 0, 'nothing more on a second call');
+  const letters = await deadLetters(pipeline);
+  t.is(letters.length, 1);
+  t.is(letters[0]!.key, 'stuck');
+  t.is(letters[0]!.attempts, 3);
+  t.regex(letters[0]!.error.message, /delivered 3 times, each time to a replica that stopped/);
+  t.is((parseEnvelope(decode(letters[0]!.data)) as { key: string }).key, 'stuck', 'the original bytes, replayable');
+  const left = await itemsIn(pipeline);
+  t.deepEqual(left.singles.map((v) => (v as { key: string }).key), ['fresh'], 'a message not yet delivered is left alone');
 });
