@@ -39,7 +39,7 @@ test.serial('runtime - a Generator replica whose thread crashes is restarted, an
   // held along, and those may be retried on another thread without crashing it.
   const restarts = Number(/restarts (\d+)/.exec(job.stderr)?.[1]);
   t.true(restarts >= 1 && restarts <= Math.floor(N / 7), `${restarts} restarts`);
-  if (squares(out, pipeline, N).missing.length > 0) t.log(job.stderr); // XDEBUG
+  if (squares(out, pipeline, N).missing.length > 0) t.log(job.stderr); // what the job said, for a failure here
   t.deepEqual(squares(out, pipeline, N), { count: N, writes: N, maxWrites: 1, missing: [] });
 });
 
