@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { decode, encode } from './codec.ts';
 import { inheritFrameContext, parseEnvelope, type Envelope } from './envelope.ts';
 import { codes, isRetryable, toWire, TroupeError, type WireError, RetryableError } from './errors.ts';
-import { frameId, subjects, type Subjects } from './subjects.ts';
+import { deadLetterId, frameId, subjects, type Subjects } from './subjects.ts';
 import type { StageConfig } from './topology.ts';
 
 /** One message handed to a handler. */
@@ -598,8 +598,8 @@ export class WorkConsumer {
       error: toWire(err), attempts, ts: Date.now(), envelope: env, data,
     };
     try {
-      const index = frame.multi && env ? `:${env.id}` : '';
-      await this.#js.publish(this.subjects.dead(this.stage.name), encode(letter), { msgID: `dead:${this.stage.name}:${frame.m.seq}${index}` });
+      const msgID = deadLetterId(this.stage.name, frame.m.seq, frame.multi && env ? env.id : undefined);
+      await this.#js.publish(this.subjects.dead(this.stage.name), encode(letter), { msgID });
       this.stats.dead++;
       this.#release({ kind: 'dead', key: letter.key, error: letter.error, attempt: attempts });
     } catch (pubErr) {

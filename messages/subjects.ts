@@ -59,3 +59,12 @@ export function messageId(stage: string, key: string): string {
 export function frameId(ids: readonly string[]): string {
   return `frame:${createHash('sha256').update(ids.join('\n')).digest('base64url').slice(0, 32)}`;
 }
+
+/**
+ * JetStream message id of the dead letter for message `seq` of a stage (and, for an item of a
+ * frame, that item's id): the consumer and `deadLetterStranded` both use it, so a message
+ * dead-lettered by both is stored once.
+ */
+export function deadLetterId(stage: string, seq: number, itemId?: string): string {
+  return `dead:${stage}:${seq}${itemId === undefined ? '' : `:${itemId}`}`;
+}

@@ -7,7 +7,7 @@ import { decode, encode } from './codec.ts';
 import type { DeadLetter } from './consumer.ts';
 import { parseEnvelope, type Envelope } from './envelope.ts';
 import { codes, toWire, TroupeError } from './errors.ts';
-import { subjects } from './subjects.ts';
+import { deadLetterId, subjects } from './subjects.ts';
 
 /** Limits of one stage's work stream and consumer. All optional; see {@link stageDefaults}. */
 export interface StageLimits {
@@ -169,10 +169,11 @@ export async function deleteTopology(jsm: JetStreamManager, pipeline: string): P
  * Dead-letters the messages of a stage that its consumer has given up on without an ack:
  * delivered `max_deliver` times (maxAttempts + 1), each time to a replica that stopped before
  * settling it (killed, crashed, or crashed by another item it held). The server delivers such
- * a message no more but keeps it in the work queue, where nothing would ever take it: a job would finish without it. Each goes to the stage's dead
- * letters with its original bytes (`troupe dead` lists and replays it) and leaves the work
- * queue. Deduplicated with the consumer's own dead letters (same message id), so running it
- * twice is harmless. Returns how many it moved.
+ * a message no more but keeps it in the work queue, where nothing would ever take it: a job
+ * would finish without it. Each goes to the stage's dead letters with its original bytes
+ * (`troupe dead` lists and replays it) and leaves the work queue. Deduplicated with the
+ * consumer's own dead letters (see deadLetterId), so running it twice is harmless. Returns
+ * how many it moved.
  */
 export async function deadLetterStranded(js: JetStreamClient, jsm: JetStreamManager, pipeline: string, stage: StageConfig): Promise<number> {
   const s = subjects(pipeline);
@@ -199,7 +200,7 @@ export async function deadLetterStranded(js: JetStreamClient, jsm: JetStreamMana
       error: toWire(new TroupeError(codes.RETRYABLE,
         `delivered ${attempts} times, each time to a replica that stopped before settling it: the server delivers it no more`)),
     };
-    await js.publish(s.dead(stage.name), encode(letter), { msgID: `dead:${stage.name}:${m.seq}` });
+    await js.publish(s.dead(stage.name), encode(letter), { msgID: deadLetterId(stage.name, m.seq) });
     await jsm.streams.deleteMessage(stream, m.seq, false);
     moved++;
     seq = m.seq + 1;
